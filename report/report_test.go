@@ -1,0 +1,131 @@
+package report
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+var testKey = []byte("0123456789abcdef0123456789abcdef")
+
+const goodBody = `{"version":1,"cluster":"east","boot_id":"b1","sequence":7,"sent_at":"2026-11-22T10:00:00.123456Z","healthy":false,"interval_ms":100,"checks":[{"name":"pods","kind":"exec","healthy":false,"critical":true,"observed_at":"2026-11-22T10:00:00.101Z","duration_ms":31,"detail":"container web-1 is Exited"}]}`
+
+func TestDecode(t *testing.T) {
+	r, err := Decode([]byte(goodBody))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Cluster != "east" || r.Sequence != 7 || r.Healthy || len(r.Checks) != 1 || r.Checks[0].Detail != "container web-1 is Exited" {
+		t.Errorf("decoded %+v", r)
+	}
+	tests := []struct {
+		name, body, want string
+	}{
+		{"not json", `{`, "unexpected EOF"},
+		{"wrong version", strings.Replace(goodBody, `"version":1`, `"version":2`, 1), "version 2, want 1"},
+		{"no cluster", strings.Replace(goodBody, `"cluster":"east"`, `"cluster":""`, 1), "cluster is empty"},
+		{"no boot id", strings.Replace(goodBody, `"boot_id":"b1"`, `"boot_id":""`, 1), "boot_id is empty"},
+		{"zero sequence", strings.Replace(goodBody, `"sequence":7`, `"sequence":0`, 1), "sequence must be at least 1"},
+		{"unknown field", strings.Replace(goodBody, `"healthy":false,`, `"healthy":false,"helthy":true,`, 1), `unknown field "helthy"`},
+		{"trailing data", goodBody + `{}`, "trailing data"},
+		{"negative interval", strings.Replace(goodBody, `"interval_ms":100`, `"interval_ms":-1`, 1), "interval_ms is negative"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode([]byte(tc.body))
+			if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want ErrMalformed containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestEncodeRoundTrip(t *testing.T) {
+	in := Report{Version: 1, Cluster: "west", BootID: "x", Sequence: 3, SentAt: time.UnixMilli(1700000000123).UTC(), Healthy: true, IntervalMS: 100}
+	b, err := in.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !out.SentAt.Equal(in.SentAt) || out.Cluster != in.Cluster || out.Sequence != in.Sequence || !out.Healthy {
+		t.Errorf("round trip: %+v != %+v", out, in)
+	}
+}
+
+func TestVerify(t *testing.T) {
+	now := time.UnixMilli(1_800_000_000_000)
+	body := []byte(goodBody)
+	ts, sig := Sign(testKey, now, body)
+	if err := Verify(testKey, ts, sig, body, now.Add(time.Second), DefaultSkew); err != nil {
+		t.Fatalf("valid signature: %v", err)
+	}
+	tamperedSig := sig[:len(sig)-1] + string("0123456789abcdef"[(strings.IndexByte("0123456789abcdef", sig[len(sig)-1])+1)%16])
+	tests := []struct {
+		name, ts, sig string
+		body          []byte
+		key           []byte
+		now           time.Time
+		want          error
+	}{
+		{"missing signature", ts, "", body, testKey, now, ErrBadSignature},
+		{"missing timestamp", "", sig, body, testKey, now, ErrBadSignature},
+		{"no prefix", ts, strings.TrimPrefix(sig, "v1="), body, testKey, now, ErrBadSignature},
+		{"not hex", ts, "v1=zz", body, testKey, now, ErrBadSignature},
+		{"tampered signature", ts, tamperedSig, body, testKey, now, ErrBadSignature},
+		{"tampered body", ts, sig, append([]byte(nil), strings.Replace(goodBody, "false", "true", 1)...), testKey, now, ErrBadSignature},
+		{"other key", ts, sig, body, []byte("another key of 16+ bytes"), now, ErrBadSignature},
+		{"timestamp changed", "1800000000001", sig, body, testKey, now, ErrBadSignature},
+		{"too old", ts, sig, body, testKey, now.Add(DefaultSkew + time.Millisecond), ErrSkew},
+		{"from the future", ts, sig, body, testKey, now.Add(-DefaultSkew - time.Millisecond), ErrSkew},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Verify(tc.key, tc.ts, tc.sig, tc.body, tc.now, DefaultSkew)
+			if !errors.Is(err, tc.want) {
+				t.Errorf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// The signature is specified byte for byte so that `openssl dgst` can make one.
+func TestSignKnownVector(t *testing.T) {
+	ts, sig := Sign([]byte("key-key-key-key-"), time.UnixMilli(1000), []byte("{}"))
+	// printf '1000\n{}' | openssl dgst -sha256 -hmac key-key-key-key-
+	const want = "v1=5ed1a6989553165974669b2b4cc9749c282c2a72269872ce384a11e1f3f8d50f"
+	if ts != "1000" {
+		t.Errorf("timestamp = %s", ts)
+	}
+	if sig != want {
+		t.Errorf("signature = %s, want %s (openssl)", sig, want)
+	}
+}
+
+func FuzzDecodeVerify(f *testing.F) {
+	now := time.UnixMilli(1_800_000_000_000)
+	f.Add([]byte(goodBody), "1800000000000", "v1=00")
+	f.Add([]byte(`{"version":1}`), "", "")
+	f.Add([]byte(`[]`), "x", "v1=zz")
+	f.Fuzz(func(t *testing.T, body []byte, ts, sig string) {
+		if r, err := Decode(body); err == nil {
+			if r.Version != Version || r.Cluster == "" || r.BootID == "" || r.Sequence == 0 {
+				t.Fatalf("Decode accepted an invalid report: %+v", r)
+			}
+		}
+		if Verify(testKey, ts, sig, body, now, DefaultSkew) == nil {
+			// Only the genuine signature of this exact timestamp may pass.
+			ms, err := strconv.ParseInt(ts, 10, 64)
+			if err != nil {
+				t.Fatalf("Verify accepted timestamp %q", ts)
+			}
+			if _, good := Sign(testKey, time.UnixMilli(ms), body); !strings.EqualFold(good, sig) {
+				t.Fatalf("Verify accepted a forged signature %q", sig)
+			}
+		}
+	})
+}
