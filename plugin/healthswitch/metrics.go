@@ -1,0 +1,67 @@
+package healthswitch
+
+import (
+	"github.com/coredns/coredns/plugin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Metrics are package-level: creating them in setup would register them twice
+// on reload.
+var (
+	clusterStateGauge = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "cluster_state",
+		Help: "1 for the state each cluster is in now, 0 for the others.",
+	}, []string{"cluster", "state"})
+	transitions = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "transitions_total",
+		Help: "Cluster state transitions, by the state entered.",
+	}, []string{"cluster", "to"})
+	snapshotEpoch = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "snapshot_epoch",
+		Help: "Epoch of the answer snapshot served now.",
+	})
+	allDownCount = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "all_down_answers_total",
+		Help: "Answers given while no cluster of the name was up, by all_down mode.",
+	}, []string{"mode"})
+	reportsAccepted = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "reports_accepted_total",
+		Help: "Sidecar reports accepted, by cluster and whether a peer forwarded them.",
+	}, []string{"cluster", "forwarded"})
+	reportsRejected = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "reports_rejected_total",
+		Help: "Requests to the push API rejected, by reason.",
+	}, []string{"reason"})
+	reportAge = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "report_age_seconds",
+		Help: "Age of the last accepted report per cluster at the moment it was received (sender clock to receiver clock).",
+	}, []string{"cluster"})
+	lastReportTime = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "last_report_timestamp_seconds",
+		Help: "Unix time the last accepted report of each cluster was received.",
+	}, []string{"cluster"})
+	receivedToApplied = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "receive_to_applied_seconds",
+		Help:    "From a signal reaching this server to the new answers being served, per transition.",
+		Buckets: prometheus.ExponentialBuckets(0.00001, 4, 10),
+	}, []string{"cluster"})
+	observedToApplied = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "detection_to_switch_seconds",
+		Help:    "From a fault being observed (by the sidecar or the probe) to the new answers being served.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"cluster"})
+	probeDuration = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "probe_duration_seconds",
+		Help:    "Active probe round trips, by cluster and result.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+	}, []string{"cluster", "result"})
+	signalDisagreements = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "signal_disagreements_total",
+		Help: "Times the sidecar and the active probe came to disagree about a cluster.",
+	}, []string{"cluster"})
+	notifications = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "notifications_total",
+		Help: "Notify webhooks and peer forwards sent, by kind and result.",
+	}, []string{"kind", "result"})
+)

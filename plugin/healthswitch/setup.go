@@ -1,0 +1,414 @@
+package healthswitch
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coredns/caddy"
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/plugin"
+	"github.com/miekg/dns"
+
+	"github.com/healthswitch/healthswitch/report"
+)
+
+const pluginName = "healthswitch"
+
+func init() { plugin.Register(pluginName, setup) }
+
+func setup(c *caddy.Controller) error {
+	cfg, err := parse(c)
+	if err != nil {
+		return plugin.Error(pluginName, err)
+	}
+	h := newHealthSwitch(cfg)
+
+	c.OnStartup(h.start)
+	c.OnShutdown(h.stop)
+	c.OnRestart(h.onRestart)
+	c.OnRestartFailed(h.onRestartFailed)
+
+	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
+		h.Next = next
+		return h
+	})
+	return nil
+}
+
+// parse reads one healthswitch block. It only reads and validates: nothing
+// starts here, so a bad reload leaves the running instance untouched.
+func parse(c *caddy.Controller) (*config, error) {
+	cfg := newConfig()
+	seen := false
+	for c.Next() {
+		if seen {
+			return nil, c.Err("healthswitch may appear only once per server block")
+		}
+		seen = true
+		cfg.zones = plugin.OriginsFromArgsOrServerBlock(c.RemainingArgs(), c.ServerBlockKeys)
+		for c.NextBlock() {
+			if err := parseProperty(c, cfg); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := finish(c, cfg); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func parseProperty(c *caddy.Controller, cfg *config) error {
+	var err error
+	switch prop := c.Val(); prop {
+	case "cluster":
+		return parseCluster(c, cfg)
+	case "app":
+		return parseApp(c, cfg)
+	case "policy":
+		cfg.policy, err = oneOf(c, policyAll, policyFailover, policyWeighted)
+	case "detect":
+		cfg.detect, err = oneOf(c, detectSidecar, detectProbe, detectBoth)
+	case "all_down":
+		cfg.allDown, err = oneOf(c, allDownServeAll, allDownServfail, allDownNodata)
+	case "unknown":
+		var v string
+		v, err = oneOf(c, "up", "down")
+		cfg.unknownUp = v == "up"
+	case "ttl":
+		var n int
+		n, err = intArg(c, 0, maxTTL)
+		cfg.ttl = uint32(n)
+	case "fall":
+		cfg.fall, err = intArg(c, 1, 100)
+	case "rise":
+		cfg.rise, err = intArg(c, 1, 100)
+	case "interval":
+		cfg.interval, err = durationArg(c, true)
+	case "timeout":
+		cfg.timeout, err = durationArg(c, true)
+	case "stale":
+		cfg.stale, err = durationArg(c, true)
+	case "skew":
+		cfg.skew, err = durationArg(c, true)
+	case "ready_timeout":
+		cfg.readyWait, err = durationArg(c, false)
+	case "holddown":
+		cfg.holddown, err = durationArg(c, false)
+	case "slow_start":
+		cfg.slowStart, err = durationArg(c, false)
+	case "listen":
+		cfg.listen, err = listenArg(c)
+	case "tls":
+		args := c.RemainingArgs()
+		if len(args) != 2 {
+			return c.ArgErr()
+		}
+		cert, err := tls.LoadX509KeyPair(args[0], args[1])
+		if err != nil {
+			return c.Errf("tls: %v", err)
+		}
+		cfg.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	case "admin_key_file":
+		_, cfg.adminKey, err = keyArg(c)
+	case "peers":
+		cfg.peers, err = urlArgs(c, "http", "https")
+	case "ns":
+		args := c.RemainingArgs()
+		if len(args) == 0 {
+			return c.ArgErr()
+		}
+		for _, a := range args {
+			if _, ok := dns.IsDomainName(a); !ok {
+				return c.Errf("ns: %q is not a domain name", a)
+			}
+			cfg.nameservers = append(cfg.nameservers, dns.Fqdn(strings.ToLower(a)))
+		}
+	case "hostmaster":
+		args := c.RemainingArgs()
+		if len(args) != 1 {
+			return c.ArgErr()
+		}
+		if _, ok := dns.IsDomainName(args[0]); !ok {
+			return c.Errf("hostmaster: %q is not a domain name (write the mailbox as hostmaster.example.net)", args[0])
+		}
+		cfg.hostmaster = dns.Fqdn(strings.ToLower(args[0]))
+	case "fallthrough":
+		cfg.fallthru.SetZonesFromArgs(c.RemainingArgs())
+	default:
+		return c.Errf("unknown property %q", prop)
+	}
+	return err
+}
+
+var clusterName = regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$`)
+
+// parseCluster reads `cluster NAME IP... [{ ... }]`.
+func parseCluster(c *caddy.Controller, cfg *config) error {
+	args := c.RemainingArgs()
+	if len(args) < 2 {
+		return c.Errf("cluster needs a name and at least one IP address, e.g. cluster east 192.0.2.10")
+	}
+	name := args[0]
+	if !clusterName.MatchString(name) {
+		return c.Errf("cluster name %q: use lower-case letters, digits, '-' and '_'", name)
+	}
+	if cfg.cluster(name) != nil {
+		return c.Errf("cluster %q is defined twice", name)
+	}
+	cl := &clusterConfig{name: name, priority: defaultPriority, weight: defaultWeight}
+	seenIP := map[string]bool{}
+	for _, a := range args[1:] {
+		ip := net.ParseIP(a)
+		if ip == nil {
+			return c.Errf("cluster %s: %q is not an IP address", name, a)
+		}
+		if seenIP[ip.String()] {
+			return c.Errf("cluster %s: address %s is listed twice", name, a)
+		}
+		seenIP[ip.String()] = true
+		if v4 := ip.To4(); v4 != nil {
+			cl.v4 = append(cl.v4, v4)
+		} else {
+			cl.v6 = append(cl.v6, ip)
+		}
+	}
+	cfg.clusters = append(cfg.clusters, cl)
+
+	// The block is optional, so look for its brace on this line before
+	// entering it: NextBlock would otherwise swallow the next property.
+	if !c.NextArg() {
+		return nil
+	}
+	if c.Val() != "{" {
+		return c.Errf("cluster %s: unexpected %q", name, c.Val())
+	}
+	for c.Next() {
+		if c.Val() == "}" {
+			return nil
+		}
+		if err := parseClusterProperty(c, cl); err != nil {
+			return err
+		}
+	}
+	return c.EOFErr()
+}
+
+func parseClusterProperty(c *caddy.Controller, cl *clusterConfig) error {
+	var err error
+	switch prop := c.Val(); prop {
+	case "probe":
+		var urls []string
+		urls, err = urlArgs(c, "http", "https", "tcp")
+		cl.probes = append(cl.probes, urls...)
+	case "key_file":
+		cl.keyFile, cl.key, err = keyArg(c)
+	case "priority":
+		cl.priority, err = intArg(c, 0, 1000)
+	case "weight":
+		cl.weight, err = intArg(c, 0, 1_000_000)
+	case "notify":
+		var urls []string
+		urls, err = urlArgs(c, "http", "https")
+		cl.notify = append(cl.notify, urls...)
+	case "on_down":
+		cl.onDown, err = commandArg(c)
+	case "on_up":
+		cl.onUp, err = commandArg(c)
+	default:
+		return c.Errf("cluster %s: unknown property %q", cl.name, prop)
+	}
+	return err
+}
+
+// parseApp reads `app NAME CLUSTER...`. The clusters are checked once the
+// whole block is read, so the order of lines does not matter.
+func parseApp(c *caddy.Controller, cfg *config) error {
+	args := c.RemainingArgs()
+	if len(args) < 2 {
+		return c.Errf("app needs a name and at least one cluster, e.g. app svc1.net east west")
+	}
+	if _, ok := dns.IsDomainName(args[0]); !ok {
+		return c.Errf("app: %q is not a domain name", args[0])
+	}
+	name := dns.Fqdn(strings.ToLower(args[0]))
+	for _, a := range cfg.apps {
+		if a.name == name {
+			return c.Errf("app %s is defined twice (line %d)", name, a.line)
+		}
+	}
+	zone := plugin.Zones(cfg.zones).Matches(name)
+	if zone == "" {
+		return c.Errf("app %s is outside this server block's zones %v", name, cfg.zones)
+	}
+	cfg.apps = append(cfg.apps, app{name: name, zone: zone, clusters: args[1:], line: c.Line()})
+	return nil
+}
+
+// finish applies the checks that need the whole block.
+func finish(c *caddy.Controller, cfg *config) error {
+	if len(cfg.clusters) == 0 {
+		return c.Err("at least one cluster is required, e.g. cluster east 192.0.2.10")
+	}
+	if cfg.timeout >= cfg.interval {
+		return c.Errf("timeout %s must be less than interval %s", cfg.timeout, cfg.interval)
+	}
+	for _, a := range cfg.apps {
+		for _, name := range a.clusters {
+			if cfg.cluster(name) == nil {
+				return fmt.Errorf("%s:%d - Error during parsing: app %s names cluster %q, which is not defined", c.File(), a.line, a.name, name)
+			}
+		}
+	}
+	if len(cfg.apps) == 0 {
+		// By default every cluster serves every zone apex of the block.
+		names := make([]string, len(cfg.clusters))
+		for i, cl := range cfg.clusters {
+			names[i] = cl.name
+		}
+		for _, z := range cfg.zones {
+			if z == "." {
+				return c.Err("the root zone has no default app name: list the names with app NAME CLUSTER...")
+			}
+			cfg.apps = append(cfg.apps, app{name: z, zone: z, clusters: names})
+		}
+	}
+	for _, cl := range cfg.clusters {
+		if cfg.detect == detectProbe && len(cl.probes) == 0 {
+			return c.Errf("detect probe: cluster %s has no probe", cl.name)
+		}
+		if len(cl.notify) > 0 && cl.key == nil {
+			return c.Errf("cluster %s: notify needs key_file, to sign what it sends", cl.name)
+		}
+		if cfg.detect == detectSidecar && cl.key == nil {
+			return c.Errf("detect sidecar: cluster %s has no key_file, so its sidecar cannot report", cl.name)
+		}
+	}
+	if cfg.policy == policyWeighted {
+		for _, cl := range cfg.clusters {
+			if cl.weight > 0 {
+				return nil
+			}
+		}
+		return c.Err("policy weighted needs at least one cluster with a weight above 0")
+	}
+	return nil
+}
+
+func oneOf(c *caddy.Controller, choices ...string) (string, error) {
+	prop := c.Val()
+	args := c.RemainingArgs()
+	if len(args) != 1 {
+		return "", c.ArgErr()
+	}
+	for _, ch := range choices {
+		if args[0] == ch {
+			return ch, nil
+		}
+	}
+	return "", c.Errf("%s: %q is not one of %s", prop, args[0], strings.Join(choices, ", "))
+}
+
+func intArg(c *caddy.Controller, lo, hi int) (int, error) {
+	prop := c.Val()
+	args := c.RemainingArgs()
+	if len(args) != 1 {
+		return 0, c.ArgErr()
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil {
+		return 0, c.Errf("%s: %q is not a whole number", prop, args[0])
+	}
+	if n < lo || n > hi {
+		return 0, c.Errf("%s: %d is out of range [%d, %d]", prop, n, lo, hi)
+	}
+	return n, nil
+}
+
+func durationArg(c *caddy.Controller, positive bool) (time.Duration, error) {
+	prop := c.Val()
+	args := c.RemainingArgs()
+	if len(args) != 1 {
+		return 0, c.ArgErr()
+	}
+	d, err := time.ParseDuration(args[0])
+	if err != nil {
+		return 0, c.Errf("%s: %q is not a duration (e.g. 100ms, 2s)", prop, args[0])
+	}
+	if d < 0 || (positive && d == 0) {
+		return 0, c.Errf("%s: %s must be greater than 0", prop, args[0])
+	}
+	return d, nil
+}
+
+func listenArg(c *caddy.Controller) (string, error) {
+	args := c.RemainingArgs()
+	if len(args) != 1 {
+		return "", c.ArgErr()
+	}
+	host, port, err := net.SplitHostPort(args[0])
+	if err != nil {
+		return "", c.Errf("listen: %q is not host:port", args[0])
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return "", c.Errf("listen: port %q is not a port number", port)
+	}
+	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
+		return "", c.Errf("listen: host %q is not an IP address", host)
+	}
+	return args[0], nil
+}
+
+func keyArg(c *caddy.Controller) (path string, key []byte, err error) {
+	prop := c.Val()
+	args := c.RemainingArgs()
+	if len(args) != 1 {
+		return "", nil, c.ArgErr()
+	}
+	key, err = report.LoadKey(args[0])
+	if err != nil {
+		return "", nil, c.Errf("%s: %v", prop, err)
+	}
+	return args[0], key, nil
+}
+
+func urlArgs(c *caddy.Controller, schemes ...string) ([]string, error) {
+	prop := c.Val()
+	args := c.RemainingArgs()
+	if len(args) == 0 {
+		return nil, c.ArgErr()
+	}
+	for _, a := range args {
+		u, err := url.Parse(a)
+		if err != nil || u.Host == "" {
+			return nil, c.Errf("%s: %q is not a URL like %s://host:port", prop, a, schemes[0])
+		}
+		ok := false
+		for _, s := range schemes {
+			ok = ok || u.Scheme == s
+		}
+		if !ok {
+			return nil, c.Errf("%s: %q: scheme must be one of %s", prop, a, strings.Join(schemes, ", "))
+		}
+		if u.Scheme == "tcp" && u.Port() == "" {
+			return nil, c.Errf("%s: %q needs a port", prop, a)
+		}
+	}
+	return args, nil
+}
+
+// commandArg reads the rest of the line: an http(s) URL to POST to, or an
+// argv to run.
+func commandArg(c *caddy.Controller) (string, error) {
+	args := c.RemainingArgs()
+	if len(args) == 0 {
+		return "", c.ArgErr()
+	}
+	return strings.Join(args, " "), nil
+}

@@ -1,0 +1,130 @@
+package healthswitch
+
+import (
+	"net"
+	"net/http"
+	"sort"
+	"time"
+)
+
+type statusDoc struct {
+	Epoch    uint64          `json:"epoch"`
+	Zones    []string        `json:"zones"`
+	Policy   string          `json:"policy"`
+	Detect   string          `json:"detect"`
+	AllDown  string          `json:"all_down"`
+	Clusters []clusterStatus `json:"clusters"`
+	Names    []nameStatus    `json:"names"`
+	Peers    []outboxStatus  `json:"peers,omitempty"`
+}
+
+type clusterStatus struct {
+	Name    string         `json:"name"`
+	State   State          `json:"state"`
+	Since   time.Time      `json:"since"`
+	Reason  string         `json:"reason"`
+	Drained bool           `json:"drained"`
+	Sidecar sidecarStatus  `json:"sidecar"`
+	Probe   probeStatus    `json:"probe"`
+	Notify  []outboxStatus `json:"notify,omitempty"`
+}
+
+type sidecarStatus struct {
+	Signal     signal    `json:"signal"`
+	Reason     string    `json:"reason,omitempty"`
+	LastReport time.Time `json:"last_report,omitzero"`
+	BootID     string    `json:"boot_id,omitempty"`
+	Sequence   uint64    `json:"sequence,omitempty"`
+	Checks     any       `json:"checks,omitempty"`
+}
+
+type probeStatus struct {
+	Signal  signal         `json:"signal"`
+	Reason  string         `json:"reason,omitempty"`
+	Targets []targetStatus `json:"targets,omitempty"`
+}
+
+type targetStatus struct {
+	URL       string    `json:"url"`
+	State     string    `json:"state"`
+	LastOK    bool      `json:"last_ok"`
+	LastAt    time.Time `json:"last_at,omitzero"`
+	LastRTTMS float64   `json:"last_rtt_ms"`
+	LastError string    `json:"last_error,omitempty"`
+}
+
+type nameStatus struct {
+	Name    string             `json:"name"`
+	A       []string           `json:"a,omitempty"`
+	AAAA    []string           `json:"aaaa,omitempty"`
+	Weights map[string]float64 `json:"weights,omitempty"`
+	AllDown bool               `json:"all_down"`
+}
+
+func (h *HealthSwitch) status() statusDoc {
+	e := h.engine
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	snap := e.snap.Load()
+	doc := statusDoc{Epoch: snap.epoch, Zones: h.cfg.zones, Policy: h.cfg.policy, Detect: h.cfg.detect, AllDown: h.cfg.allDown}
+	for _, cl := range h.cfg.clusters {
+		cs := e.clusters[cl.name]
+		st := clusterStatus{Name: cl.name, State: cs.state, Since: cs.since, Reason: cs.reason, Drained: cs.drained,
+			Sidecar: sidecarStatus{Signal: cs.sidecar, Reason: cs.sidecarWhy, LastReport: cs.reportAt, BootID: cs.bootID, Sequence: cs.sequence},
+			Probe:   probeStatus{Signal: cs.probe, Reason: cs.probeWhy}}
+		if cs.report != nil {
+			st.Sidecar.Checks = cs.report.Checks
+		}
+		for _, pt := range cs.probes {
+			st.Probe.Targets = append(st.Probe.Targets, targetStatus{URL: pt.url, State: pt.counter.State().String(),
+				LastOK: pt.lastOK, LastAt: pt.lastAt, LastRTTMS: float64(pt.lastRTT.Microseconds()) / 1000, LastError: pt.lastError})
+		}
+		for _, o := range cs.notify {
+			st.Notify = append(st.Notify, o.status())
+		}
+		doc.Clusters = append(doc.Clusters, st)
+	}
+	for _, ap := range h.cfg.apps {
+		en := snap.names[ap.name]
+		ns := nameStatus{Name: ap.name, AllDown: en.a.allDown, A: answered(en.a, h.cfg.allDown), AAAA: answered(en.aaaa, h.cfg.allDown)}
+		if h.cfg.policy == policyWeighted || !en.a.allDown && en.a.flat == nil {
+			ns.Weights = map[string]float64{}
+			for _, g := range append(append([]group(nil), en.a.groups...), en.aaaa.groups...) {
+				ns.Weights[g.cluster] = g.weight
+			}
+		}
+		doc.Names = append(doc.Names, ns)
+	}
+	for _, p := range e.peers {
+		doc.Peers = append(doc.Peers, p.status())
+	}
+	return doc
+}
+
+// answered lists every address a query may be answered with now.
+func answered(s *answerSet, allDown string) []string {
+	var ips []net.IP
+	if s.allDown && allDown == allDownServeAll {
+		ips = s.fallback
+	}
+	for _, g := range s.groups {
+		ips = append(ips, g.ips...)
+	}
+	out := make([]string, len(ips))
+	for i, ip := range ips {
+		out[i] = ip.String()
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (h *HealthSwitch) handleStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, h.status())
+}
+
+func (h *HealthSwitch) handleEvents(w http.ResponseWriter, r *http.Request) {
+	h.engine.mu.Lock()
+	events := append([]Event{}, h.engine.events...)
+	h.engine.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{"events": events})
+}
