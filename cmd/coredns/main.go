@@ -36,22 +36,12 @@ import (
 	_ "github.com/coredns/coredns/plugin/timeouts"
 	_ "github.com/coredns/coredns/plugin/whoami"
 
+	"github.com/healthswitch/healthswitch/internal/directives"
 	_ "github.com/healthswitch/healthswitch/plugin/healthswitch"
 )
 
-// directives is the execution order. healthswitch sits after cache (so a
-// cache in front honours our short TTLs) and before hosts, file and forward,
-// which `fallthrough` hands unknown names to.
-var directives = []string{
-	"root", "metadata", "cancel", "timeouts", "multisocket", "reload", "bufsize", "bind",
-	"debug", "ready", "health", "pprof", "prometheus", "errors", "log", "any", "chaos",
-	"loadbalance", "rewrite", "cache", "minimal", "template",
-	"healthswitch",
-	"hosts", "file", "forward", "whoami",
-}
-
 func main() {
-	if err := dnsserver.SetDirectives(directives); err != nil {
+	if err := dnsserver.SetDirectives(directives.List); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}

@@ -6,7 +6,9 @@ import (
 	"testing"
 
 	"github.com/coredns/caddy"
-	_ "github.com/coredns/coredns/core/dnsserver" // registers the "dns" server type
+	"github.com/coredns/coredns/core/dnsserver"
+
+	"github.com/healthswitch/healthswitch/internal/directives"
 )
 
 type input struct{ body string }
@@ -26,6 +28,9 @@ type Server struct {
 // when the test ends.
 func Start(t testing.TB, corefile string) *Server {
 	t.Helper()
+	if err := dnsserver.SetDirectives(directives.List); err != nil {
+		t.Fatal(err)
+	}
 	inst, err := caddy.Start(input{corefile})
 	if err != nil {
 		t.Fatalf("starting CoreDNS: %v", err)
