@@ -1,0 +1,286 @@
+package test
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/healthswitch/healthswitch/report"
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// realBinary returns bin/NAME, building it into a temp dir when the
+// checkout has not been built.
+func realBinary(t *testing.T, name string) string {
+	t.Helper()
+	if p, err := filepath.Abs("../bin/" + name); err == nil {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "healthswitch-bin")
+		if buildErr == nil {
+			out, err := exec.Command("go", "build", "-o", buildDir+"/", "../cmd/...").CombinedOutput()
+			if err != nil {
+				buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(buildDir, name)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// realServer is bin/coredns started from a Corefile.
+type realServer struct {
+	dns, api string
+	cmd      *exec.Cmd
+	log      *bytes.Buffer
+}
+
+// realCoreDNS starts bin/coredns with corefile, whose DNS port is written
+// DNSPORT and push API port APIPORT, and waits until both answer.
+func realCoreDNS(t *testing.T, corefile string) *realServer {
+	t.Helper()
+	dnsPort, apiPort := freePort(t), freePort(t)
+	corefile = strings.ReplaceAll(corefile, "DNSPORT", fmt.Sprint(dnsPort))
+	corefile = strings.ReplaceAll(corefile, "APIPORT", fmt.Sprint(apiPort))
+	path := filepath.Join(t.TempDir(), "Corefile")
+	if err := os.WriteFile(path, []byte(corefile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := &realServer{dns: fmt.Sprintf("127.0.0.1:%d", dnsPort), api: fmt.Sprintf("http://127.0.0.1:%d", apiPort), log: &bytes.Buffer{}}
+	s.cmd = exec.Command(realBinary(t, "coredns"), "-conf", path)
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+		if t.Failed() {
+			t.Logf("coredns output:\n%s", s.log)
+		}
+	})
+	waitFor(t, 10*time.Second, "coredns to answer", func() bool {
+		resp, err := http.Get(s.api + "/v1/status")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		_, err = realQuery(s.dns, "udp", "svc1.net.", dns.TypeSOA)
+		return err == nil
+	})
+	return s
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func realQuery(addr, network, name string, qtype uint16) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	c := &dns.Client{Net: network, Timeout: time.Second}
+	r, _, err := c.Exchange(m, addr)
+	return r, err
+}
+
+// answerSet is the sorted addresses of an answer, "" on error.
+func answerSet(addr, name string) string {
+	r, err := realQuery(addr, "udp", name, dns.TypeA)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	var ips []string
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			ips = append(ips, a.A.String())
+		}
+	}
+	sort.Strings(ips)
+	return strings.Join(ips, " ")
+}
+
+// pusher signs and sends reports for one cluster, as a sidecar would.
+type pusher struct {
+	cluster, boot string
+	key           []byte
+	seq           uint64
+}
+
+func (p *pusher) push(api string, healthy bool) (int, error) {
+	p.seq++
+	r := report.Report{Version: 1, Cluster: p.cluster, BootID: p.boot, Sequence: p.seq, SentAt: time.Now().UTC(), Healthy: healthy, IntervalMS: 100}
+	b, _ := r.Encode()
+	return postSigned(api+"/v1/report", b, p.key, time.Now())
+}
+
+func postSigned(url string, body, key []byte, ts time.Time) (int, error) {
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	if key != nil {
+		report.SignRequest(req, key, ts, body)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+const eastKey, westKey = "east-key-0123456789abcdef", "west-key-0123456789abcdef"
+
+func keyFiles(t *testing.T) (east, west string) {
+	dir := t.TempDir()
+	east, west = filepath.Join(dir, "east.key"), filepath.Join(dir, "west.key")
+	os.WriteFile(east, []byte(eastKey+"\n"), 0o600)
+	os.WriteFile(west, []byte(westKey+"\n"), 0o600)
+	return east, west
+}
+
+func pushCorefile(t *testing.T, extra string) string {
+	east, west := keyFiles(t)
+	return `svc1.net:DNSPORT svc2.net:DNSPORT {
+    healthswitch {
+        cluster east 127.0.0.11 {
+            key_file ` + east + `
+        }
+        cluster west 127.0.0.12 {
+            key_file ` + west + `
+        }
+        listen 127.0.0.1:APIPORT
+        stale 2s
+` + extra + `
+    }
+}
+`
+}
+
+// The patent's path end to end: the sidecar reports a fault, the DNS server
+// stops answering with that cluster for every name, and takes it back.
+func TestRealBinaryPushedReportsSwitchAnswers(t *testing.T) {
+	s := realCoreDNS(t, pushCorefile(t, ""))
+	east := &pusher{cluster: "east", boot: "boot-1", key: []byte(eastKey)}
+	west := &pusher{cluster: "west", boot: "boot-1", key: []byte(westKey)}
+	for _, p := range []*pusher{east, west} {
+		if code, err := p.push(s.api, true); err != nil || code != 204 {
+			t.Fatalf("healthy report: %d %v", code, err)
+		}
+	}
+	for _, name := range []string{"svc1.net.", "svc2.net."} {
+		if got := answerSet(s.dns, name); got != "127.0.0.11 127.0.0.12" {
+			t.Fatalf("%s both up: %q", name, got)
+		}
+	}
+	if code, _ := east.push(s.api, false); code != 204 {
+		t.Fatalf("unhealthy report: %d", code)
+	}
+	// Applied before the 204 was written: no waiting needed.
+	for _, name := range []string{"svc1.net.", "svc2.net."} {
+		if got := answerSet(s.dns, name); got != "127.0.0.12" {
+			t.Errorf("%s after east failed: %q", name, got)
+		}
+	}
+	if code, _ := east.push(s.api, true); code != 204 {
+		t.Fatalf("healthy report: %d", code)
+	}
+	if got := answerSet(s.dns, "svc1.net."); got != "127.0.0.11 127.0.0.12" {
+		t.Errorf("after east recovered: %q", got)
+	}
+}
+
+func TestRealBinaryRejectsBadReports(t *testing.T) {
+	s := realCoreDNS(t, pushCorefile(t, ""))
+	east := &pusher{cluster: "east", boot: "b", key: []byte(eastKey)}
+	if code, _ := east.push(s.api, false); code != 204 {
+		t.Fatal(code)
+	}
+	good := []byte(`{"version":1,"cluster":"east","boot_id":"b","sequence":9,"sent_at":"2026-11-22T10:00:00Z","healthy":true}`)
+	tests := []struct {
+		name   string
+		body   []byte
+		key    []byte
+		ts     time.Time
+		status int
+	}{
+		{"forged", good, []byte("not-the-east-key-at-all"), time.Now(), 401},
+		{"unsigned", good, nil, time.Now(), 401},
+		{"replayed sequence", bytes.Replace(good, []byte(`"sequence":9`), []byte(`"sequence":1`), 1), []byte(eastKey), time.Now(), 409},
+		{"stale timestamp", good, []byte(eastKey), time.Now().Add(-time.Hour), 409},
+		{"oversized", append(good, bytes.Repeat([]byte(" "), report.MaxBodySize)...), []byte(eastKey), time.Now(), 413},
+		{"malformed", []byte(`{"version":`), []byte(eastKey), time.Now(), 400},
+		{"unknown cluster", bytes.Replace(good, []byte(`"east"`), []byte(`"north"`), 1), []byte(eastKey), time.Now(), 404},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, err := postSigned(s.api+"/v1/report", tc.body, tc.key, tc.ts)
+			if err != nil || code != tc.status {
+				t.Errorf("status %d (%v), want %d", code, err, tc.status)
+			}
+			if got := answerSet(s.dns, "svc1.net."); got != "127.0.0.12" {
+				t.Errorf("answer changed to %q", got)
+			}
+		})
+	}
+}
+
+func TestRealBinaryTruncatesLargeUDPAnswers(t *testing.T) {
+	var ips []string
+	for i := 1; i <= 80; i++ {
+		ips = append(ips, fmt.Sprintf("127.0.1.%d", i))
+	}
+	s := realCoreDNS(t, "svc1.net:DNSPORT {\n healthswitch {\n  cluster big "+strings.Join(ips, " ")+"\n  listen 127.0.0.1:APIPORT\n }\n}\n")
+	udp, err := realQuery(s.dns, "udp", "svc1.net.", dns.TypeA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !udp.Truncated || len(udp.Answer) >= 80 {
+		t.Errorf("UDP: truncated=%v with %d answers, want TC and fewer than 80", udp.Truncated, len(udp.Answer))
+	}
+	tcp, err := realQuery(s.dns, "tcp", "svc1.net.", dns.TypeA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tcp.Truncated || len(tcp.Answer) != 80 || !tcp.Authoritative {
+		t.Errorf("TCP: truncated=%v aa=%v with %d answers, want all 80", tcp.Truncated, tcp.Authoritative, len(tcp.Answer))
+	}
+}
