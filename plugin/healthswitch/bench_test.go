@@ -1,0 +1,96 @@
+package healthswitch
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/coredns/caddy"
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/plugin"
+	_ "github.com/coredns/coredns/plugin/hosts"
+	"github.com/coredns/coredns/plugin/pkg/dnstest"
+	"github.com/coredns/coredns/plugin/test"
+	"github.com/miekg/dns"
+
+	"github.com/healthswitch/healthswitch/report"
+)
+
+// The same records both ways: svc1.net answered with two clusters' addresses.
+const benchBlock = "healthswitch {\n cluster east 192.0.2.10 192.0.2.11\n cluster west 198.51.100.10\n}"
+
+func benchServe(b *testing.B, h plugin.Handler) {
+	m := new(dns.Msg)
+	m.SetQuestion("svc1.net.", dns.TypeA)
+	w := &test.ResponseWriter{}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		rec := dnstest.NewRecorder(w)
+		if _, err := h.ServeDNS(ctx, rec, m); err != nil || len(rec.Msg.Answer) != 3 {
+			b.Fatalf("answer %v, err %v", rec.Msg, err)
+		}
+	}
+}
+
+func BenchmarkServeDNS(b *testing.B) {
+	c := caddy.NewTestController("dns", benchBlock)
+	c.ServerBlockKeys = []string{"svc1.net.:53"}
+	cfg, err := parse(c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchServe(b, newHealthSwitch(cfg))
+}
+
+// BenchmarkServeDNSHosts is the baseline: CoreDNS's hosts plugin serving the
+// same name and addresses, through its own setup.
+func BenchmarkServeDNSHosts(b *testing.B) {
+	c := caddy.NewTestController("dns", "hosts {\n 192.0.2.10 svc1.net\n 192.0.2.11 svc1.net\n 198.51.100.10 svc1.net\n}")
+	c.ServerBlockKeys = []string{"svc1.net.:53"}
+	setupHosts, err := caddy.DirectiveAction("dns", "hosts")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := setupHosts(c); err != nil {
+		b.Fatal(err)
+	}
+	benchServe(b, dnsserver.GetConfig(c).Plugin[0](nil))
+}
+
+// BenchmarkIngest measures verify+apply of signed reports on one core, with
+// an answer-changing flip every second report.
+func BenchmarkIngest(b *testing.B) {
+	key := filepath.Join(b.TempDir(), "key")
+	os.WriteFile(key, pushKey, 0o600)
+	c := caddy.NewTestController("dns", fmt.Sprintf("healthswitch {\n cluster east 192.0.2.10 {\n  key_file %s\n }\n cluster west 198.51.100.10\n}", key))
+	c.ServerBlockKeys = []string{"svc1.net.:53"}
+	cfg, err := parse(c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := newHealthSwitch(cfg)
+	b.ReportAllocs()
+	var seq uint64
+	var lat time.Duration
+	for b.Loop() {
+		seq++
+		r := report.Report{Version: 1, Cluster: "east", BootID: "b", Sequence: seq, SentAt: time.Now(), Healthy: seq%2 == 0, IntervalMS: 100}
+		body, _ := r.Encode()
+		hdr := http.Header{}
+		ts, sig := report.Sign(pushKey, time.Now(), body)
+		hdr.Set(report.HeaderTimestamp, ts)
+		hdr.Set(report.HeaderSignature, sig)
+		start := time.Now()
+		if aerr := h.ingest(body, hdr, start); aerr != nil {
+			b.Fatal(aerr)
+		}
+		lat += time.Since(start)
+	}
+	b.ReportMetric(float64(lat.Microseconds())/float64(b.N), "us-received-to-applied")
+}
