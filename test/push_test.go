@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -62,6 +63,7 @@ func freePort(t *testing.T) int {
 // realServer is bin/coredns started from a Corefile.
 type realServer struct {
 	dns, api string
+	metrics  string // URL of /metrics
 	cmd      *exec.Cmd
 	log      *bytes.Buffer
 }
@@ -70,14 +72,22 @@ type realServer struct {
 // DNSPORT and push API port APIPORT, and waits until both answer.
 func realCoreDNS(t *testing.T, corefile string) *realServer {
 	t.Helper()
-	dnsPort, apiPort := freePort(t), freePort(t)
+	return realCoreDNSOn(t, corefile, freePort(t))
+}
+
+// realCoreDNSOn is realCoreDNS with a push API port chosen by the caller.
+func realCoreDNSOn(t *testing.T, corefile string, apiPort int) *realServer {
+	t.Helper()
+	dnsPort, metricsPort := freePort(t), freePort(t)
+	corefile = strings.Replace(corefile, "    healthswitch {", fmt.Sprintf("    prometheus 127.0.0.1:%d\n    healthswitch {", metricsPort), 1)
 	corefile = strings.ReplaceAll(corefile, "DNSPORT", fmt.Sprint(dnsPort))
 	corefile = strings.ReplaceAll(corefile, "APIPORT", fmt.Sprint(apiPort))
 	path := filepath.Join(t.TempDir(), "Corefile")
 	if err := os.WriteFile(path, []byte(corefile), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := &realServer{dns: fmt.Sprintf("127.0.0.1:%d", dnsPort), api: fmt.Sprintf("http://127.0.0.1:%d", apiPort), log: &bytes.Buffer{}}
+	s := &realServer{dns: fmt.Sprintf("127.0.0.1:%d", dnsPort), api: fmt.Sprintf("http://127.0.0.1:%d", apiPort),
+		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort), log: &bytes.Buffer{}}
 	s.cmd = exec.Command(realBinary(t, "coredns"), "-conf", path)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
@@ -283,4 +293,25 @@ func TestRealBinaryTruncatesLargeUDPAnswers(t *testing.T) {
 	if tcp.Truncated || len(tcp.Answer) != 80 || !tcp.Authoritative {
 		t.Errorf("TCP: truncated=%v aa=%v with %d answers, want all 80", tcp.Truncated, tcp.Authoritative, len(tcp.Answer))
 	}
+}
+
+func metrics(t *testing.T, s *realServer) string {
+	t.Helper()
+	resp, err := http.Get(s.metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func grepLines(text, substr string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
