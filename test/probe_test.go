@@ -68,7 +68,9 @@ func probeCorefile(t *testing.T, eastProbe, westProbe, extra string) string {
 func waitProbes(t *testing.T, s *realServer) {
 	t.Helper()
 	waitFor(t, 5*time.Second, "probes to decide", func() bool {
-		var st struct{ Clusters []struct{ Probe struct{ Signal string } } }
+		var st struct {
+			Clusters []struct{ Probe struct{ Signal string } }
+		}
 		getJSON(t, s.api+"/v1/status", &st)
 		for _, c := range st.Clusters {
 			if c.Probe.Signal == "unknown" {
