@@ -19,6 +19,10 @@ func (e *engine) startOutboxes() {
 		for _, u := range cs.cfg.notify {
 			cs.notify = append(cs.notify, newOutbox(u, "notify", 1, e.client, e.done))
 		}
+		if cs.cfg.onDown != "" || cs.cfg.onUp != "" {
+			cs.hooks = make(chan hookJob, 16)
+			go runHooks(cs.hooks, e.done)
+		}
 	}
 	for _, p := range e.cfg.peers {
 		e.peers = append(e.peers, newOutbox(strings.TrimSuffix(p, "/"), "peer", 256, e.client, e.done))
@@ -38,8 +42,12 @@ func (e *engine) notifyChange(cs *clusterState, ev Event) {
 	default:
 		return // down <-> drained: traffic was already stopped
 	}
-	if hook != "" {
-		go runHook(hook, cs.cfg.name, action, ev, e.done)
+	if hook != "" && cs.hooks != nil {
+		select {
+		case cs.hooks <- hookJob{hook: hook, cluster: cs.cfg.name, action: action, ev: ev}:
+		default:
+			notifications.WithLabelValues("hook", "dropped").Inc()
+		}
 	}
 	if len(cs.notify) == 0 {
 		return
@@ -56,6 +64,24 @@ func (e *engine) notifyChange(cs *clusterState, ev Event) {
 }
 
 const hookTimeout = 10 * time.Second
+
+type hookJob struct {
+	hook, cluster, action string
+	ev                    Event
+}
+
+// runHooks runs a cluster's hooks one at a time, in the order of its
+// transitions.
+func runHooks(jobs <-chan hookJob, done <-chan struct{}) {
+	for {
+		select {
+		case <-done:
+			return
+		case j := <-jobs:
+			runHook(j.hook, j.cluster, j.action, j.ev, done)
+		}
+	}
+}
 
 // runHook runs an on_down/on_up hook: a URL gets the event as a JSON POST,
 // anything else is run as a command (no shell) with HEALTHSWITCH_* variables.

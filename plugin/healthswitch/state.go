@@ -78,6 +78,7 @@ type clusterState struct {
 	signaled bool // had a first signal of any kind (for ready)
 	disagree bool // sidecar and probe disagree now
 	notify   []*outbox
+	hooks    chan hookJob // on_down / on_up, run in order
 }
 
 // cause describes what made the engine look at a cluster again.
