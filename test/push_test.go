@@ -271,6 +271,23 @@ func TestRealBinaryRejectsBadReports(t *testing.T) {
 			}
 		})
 	}
+	m := metrics(t, s)
+	for _, want := range []string{
+		`coredns_healthswitch_reports_rejected_total{reason="signature"} 2`,
+		`coredns_healthswitch_reports_rejected_total{reason="replay"} 1`,
+		`coredns_healthswitch_reports_rejected_total{reason="skew"} 1`,
+		`coredns_healthswitch_reports_rejected_total{reason="too_large"} 1`,
+		`coredns_healthswitch_reports_rejected_total{reason="malformed"} 1`,
+		`coredns_healthswitch_reports_rejected_total{reason="unknown_cluster"} 1`,
+		`coredns_healthswitch_reports_accepted_total{cluster="east",forwarded="false"} 1`,
+		`coredns_healthswitch_cluster_state{cluster="east",state="down"} 1`,
+		`coredns_healthswitch_detection_to_switch_seconds_count{cluster="east"} 1`,
+		`coredns_healthswitch_receive_to_applied_seconds_count{cluster="east"} 1`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s; have:\n%s", want, grepLines(m, "healthswitch"))
+		}
+	}
 }
 
 func TestRealBinaryTruncatesLargeUDPAnswers(t *testing.T) {
