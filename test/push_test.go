@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/healthswitch/healthswitch/internal/testutil"
 	"github.com/healthswitch/healthswitch/report"
 )
 
@@ -50,15 +50,7 @@ func realBinary(t *testing.T, name string) string {
 	return filepath.Join(buildDir, name)
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return testutil.FreePort(t) }
 
 // realServer is bin/coredns started from a Corefile.
 type realServer struct {

@@ -219,18 +219,15 @@ func serialNow() uint32 { return uint32(time.Now().Unix()) }
 // The record builders below make fresh records for every reply: later
 // plugins (rewrite, loadbalance, cache) may change what we hand them.
 
-func aRecords(owner string, ttl uint32, ips []net.IP) []dns.RR {
+func addressRecords(owner string, qtype uint16, ttl uint32, ips []net.IP) []dns.RR {
 	rrs := make([]dns.RR, len(ips))
 	for i, ip := range ips {
-		rrs[i] = &dns.A{Hdr: dns.RR_Header{Name: owner, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: ttl}, A: ip}
-	}
-	return rrs
-}
-
-func aaaaRecords(owner string, ttl uint32, ips []net.IP) []dns.RR {
-	rrs := make([]dns.RR, len(ips))
-	for i, ip := range ips {
-		rrs[i] = &dns.AAAA{Hdr: dns.RR_Header{Name: owner, Rrtype: dns.TypeAAAA, Class: dns.ClassINET, Ttl: ttl}, AAAA: ip}
+		hdr := dns.RR_Header{Name: owner, Rrtype: qtype, Class: dns.ClassINET, Ttl: ttl}
+		if qtype == dns.TypeA {
+			rrs[i] = &dns.A{Hdr: hdr, A: ip}
+		} else {
+			rrs[i] = &dns.AAAA{Hdr: hdr, AAAA: ip}
+		}
 	}
 	return rrs
 }

@@ -60,21 +60,17 @@ func (h *HealthSwitch) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 	var answer []dns.RR
 	owner := state.QName()
 	switch state.QType() {
-	case dns.TypeA:
-		if e.a != nil {
-			ips, rcode := h.addresses(e.a)
-			if rcode != dns.RcodeSuccess {
-				return rcode, nil
-			}
-			answer = aRecords(owner, h.cfg.ttl, ips)
+	case dns.TypeA, dns.TypeAAAA:
+		set := e.a
+		if state.QType() == dns.TypeAAAA {
+			set = e.aaaa
 		}
-	case dns.TypeAAAA:
-		if e.aaaa != nil {
-			ips, rcode := h.addresses(e.aaaa)
+		if set != nil {
+			ips, rcode := h.addresses(set)
 			if rcode != dns.RcodeSuccess {
 				return rcode, nil
 			}
-			answer = aaaaRecords(owner, h.cfg.ttl, ips)
+			answer = addressRecords(owner, state.QType(), h.cfg.ttl, ips)
 		}
 	case dns.TypeSOA:
 		if e.apex {
