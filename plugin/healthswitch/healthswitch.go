@@ -13,6 +13,7 @@ import (
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/request"
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // HealthSwitch is the plugin handler of one server block.
@@ -23,16 +24,18 @@ type HealthSwitch struct {
 	zones plugin.Zones
 	*engine
 
-	api       http.Handler
-	gen       uint64 // the Corefile load this instance belongs to
-	listener  *sharedListener
-	tlsConfig *tls.Config
-	once      sync.Once
+	api            http.Handler
+	allDownAnswers prometheus.Counter
+	gen            uint64 // the Corefile load this instance belongs to
+	listener       *sharedListener
+	tlsConfig      *tls.Config
+	once           sync.Once
 }
 
 func newHealthSwitch(cfg *config) *HealthSwitch {
 	h := &HealthSwitch{cfg: cfg, zones: plugin.Zones(cfg.zones), engine: newEngine(cfg), gen: currentGen(), tlsConfig: cfg.tls}
 	h.api = h.routes()
+	h.allDownAnswers = allDownCount.WithLabelValues(cfg.allDown)
 	return h
 }
 
@@ -102,7 +105,7 @@ func (h *HealthSwitch) addresses(s *answerSet) ([]net.IP, int) {
 	if !s.allDown {
 		return s.pick(), dns.RcodeSuccess
 	}
-	allDownCount.WithLabelValues(h.cfg.allDown).Inc()
+	h.allDownAnswers.Inc()
 	switch h.cfg.allDown {
 	case allDownServfail:
 		return nil, dns.RcodeServerFailure
