@@ -1,0 +1,265 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Version is sent in the User-Agent of HTTP checks and pushes; main sets it.
+var Version = "dev"
+
+// Per-check defaults.
+const (
+	DefaultFall = 1 // fail within one interval: speed is the point
+	DefaultRise = 2 // but come back only when it holds
+)
+
+// maxDetail bounds the detail carried in a report, so a chatty check cannot
+// push the report past the receiver's body limit.
+const maxDetail = 256
+
+// Check is one configured check: the YAML fields, exactly one kind block
+// (a preset name fills in its block with defaults), and what load compiled.
+type Check struct {
+	Name     string `yaml:"name"`
+	Preset   string `yaml:"preset"`
+	Interval string `yaml:"interval"`
+	Timeout  string `yaml:"timeout"`
+	Fall     int    `yaml:"fall"`
+	Rise     int    `yaml:"rise"`
+	Critical *bool  `yaml:"critical"`
+
+	HTTP     *HTTPSpec     `yaml:"http"`
+	TCP      *TCPSpec      `yaml:"tcp"`
+	Exec     *ExecSpec     `yaml:"exec"`
+	DNS      *DNSSpec      `yaml:"dns"`
+	Postgres *PostgresSpec `yaml:"postgres"`
+	Pods     *PodsSpec     `yaml:"pods"`
+	IPTables *IPTablesSpec `yaml:"iptables"`
+	NFTables *NFTablesSpec `yaml:"nftables"`
+	OVS      *OVSSpec      `yaml:"ovs"`
+	CRIO     *CRIOSpec     `yaml:"crio"`
+	VM       *VMSpec       `yaml:"vm"`
+
+	kind       string
+	interval   time.Duration
+	timeout    time.Duration
+	critical   bool
+	fall, rise int
+}
+
+// Result is the outcome of one run of a check.
+type Result struct {
+	Healthy  bool
+	Err      error  // why it is unhealthy
+	Detail   string // a short note when healthy ("HTTP 200")
+	Output   string // captured output, bounded
+	At       time.Time
+	Duration time.Duration
+}
+
+// Why is the one-line reason shown in reports, /status and the check table.
+func (r Result) Why() string {
+	s := r.Detail
+	if r.Err != nil {
+		s = r.Err.Error()
+	}
+	if len(s) > maxDetail {
+		s = s[:maxDetail] + "…"
+	}
+	return s
+}
+
+func pass(format string, args ...any) Result {
+	return Result{Healthy: true, Detail: fmt.Sprintf(format, args...)}
+}
+
+func fail(err error) Result { return Result{Err: err} }
+
+// prober is the one shape every check kind has.
+type prober func(ctx context.Context, c *Check) Result
+
+// spec is a kind's option block: compile validates it, fills its defaults and
+// prepares what runs need (regexps, clients).
+type spec interface {
+	compile(c *Check) error
+}
+
+// probers is the registry of check kinds; the presets are kinds too.
+var probers = map[string]prober{
+	"http":     probeHTTP,
+	"tcp":      probeTCP,
+	"exec":     probeExec,
+	"dns":      probeDNS,
+	"postgres": probePostgres,
+	"pods":     probePods,
+	"iptables": probeIPTables,
+	"nftables": probeNFTables,
+	"ovs":      probeOVS,
+	"crio":     probeCRIO,
+	"vm":       probeVM,
+}
+
+// presets fill in an empty block so `preset: NAME` needs nothing else.
+var presets = map[string]func(c *Check){
+	"pods":     func(c *Check) { c.Pods = or(c.Pods) },
+	"iptables": func(c *Check) { c.IPTables = or(c.IPTables) },
+	"nftables": func(c *Check) { c.NFTables = or(c.NFTables) },
+	"ovs":      func(c *Check) { c.OVS = or(c.OVS) },
+	"crio":     func(c *Check) { c.CRIO = or(c.CRIO) },
+	"vm":       func(c *Check) { c.VM = or(c.VM) },
+}
+
+func or[T any](p *T) *T {
+	if p == nil {
+		return new(T)
+	}
+	return p
+}
+
+// blocks lists the kind blocks that are set, by kind name.
+func (c *Check) blocks() map[string]spec {
+	m := map[string]spec{}
+	add := func(kind string, set bool, s spec) {
+		if set {
+			m[kind] = s
+		}
+	}
+	add("http", c.HTTP != nil, c.HTTP)
+	add("tcp", c.TCP != nil, c.TCP)
+	add("exec", c.Exec != nil, c.Exec)
+	add("dns", c.DNS != nil, c.DNS)
+	add("postgres", c.Postgres != nil, c.Postgres)
+	add("pods", c.Pods != nil, c.Pods)
+	add("iptables", c.IPTables != nil, c.IPTables)
+	add("nftables", c.NFTables != nil, c.NFTables)
+	add("ovs", c.OVS != nil, c.OVS)
+	add("crio", c.CRIO != nil, c.CRIO)
+	add("vm", c.VM != nil, c.VM)
+	return m
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+// compile validates the check and fills its defaults; interval is the
+// top-level default period.
+func (c *Check) compile(interval time.Duration) error {
+	if c.Name == "" {
+		return errors.New("name: required")
+	}
+	if !nameRE.MatchString(c.Name) || len(c.Name) > 64 {
+		return fmt.Errorf("name %q: use letters, digits, '.', '_' and '-' (at most 64)", c.Name)
+	}
+	if c.Preset != "" {
+		fill, ok := presets[c.Preset]
+		if !ok {
+			return fmt.Errorf("preset %q: unknown (one of %s)", c.Preset, strings.Join(keys(presets), ", "))
+		}
+		fill(c)
+	}
+	blocks := c.blocks()
+	switch {
+	case len(blocks) == 0:
+		return fmt.Errorf("no check kind: set one of %s, or preset", strings.Join(keys(probers), ", "))
+	case len(blocks) > 1:
+		return fmt.Errorf("more than one check kind: %s", strings.Join(keys(blocks), ", "))
+	}
+	for kind := range blocks {
+		c.kind = kind
+	}
+	if c.Preset != "" && c.Preset != c.kind {
+		return fmt.Errorf("preset %s with a %s block: the block must match the preset", c.Preset, c.kind)
+	}
+	if err := c.compileTiming(interval); err != nil {
+		return err
+	}
+	if err := blocks[c.kind].compile(c); err != nil {
+		return fmt.Errorf("%s: %w", c.kind, err)
+	}
+	return nil
+}
+
+func (c *Check) compileTiming(interval time.Duration) (err error) {
+	c.interval = interval
+	if c.Interval != "" {
+		if c.interval, err = positiveDuration("interval", c.Interval); err != nil {
+			return err
+		}
+	}
+	c.timeout = c.interval * 8 / 10
+	if c.Timeout != "" {
+		if c.timeout, err = positiveDuration("timeout", c.Timeout); err != nil {
+			return err
+		}
+	}
+	if c.timeout >= c.interval {
+		return fmt.Errorf("timeout %s must be less than interval %s", c.timeout, c.interval)
+	}
+	if c.Fall < 0 || c.Rise < 0 {
+		return fmt.Errorf("fall %d / rise %d: must not be negative", c.Fall, c.Rise)
+	}
+	c.fall, c.rise = c.Fall, c.Rise
+	if c.fall == 0 {
+		c.fall = DefaultFall
+	}
+	if c.rise == 0 {
+		c.rise = DefaultRise
+	}
+	c.critical = c.Critical == nil || *c.Critical
+	return nil
+}
+
+// Kind is the check's kind (for a preset, the preset's name).
+func (c *Check) Kind() string { return c.kind }
+
+// IsCritical says whether a failure of this check makes the cluster unhealthy.
+func (c *Check) IsCritical() bool { return c.critical }
+
+// Period and Deadline are the compiled interval and timeout.
+func (c *Check) Period() time.Duration   { return c.interval }
+func (c *Check) Deadline() time.Duration { return c.timeout }
+
+// Run runs the check once under its timeout. It never panics and always
+// returns a Result with At and Duration set.
+func (c *Check) Run(ctx context.Context) (r Result) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	start := time.Now()
+	defer func() {
+		if p := recover(); p != nil {
+			r = fail(fmt.Errorf("check panicked: %v", p))
+			r.Output = string(debug.Stack())
+			r.Output = r.Output[:min(len(r.Output), 4096)]
+		}
+		r.At, r.Duration = start, time.Since(start)
+		if !r.Healthy && r.Err == nil {
+			r.Err = errors.New("unhealthy")
+		}
+		if !r.Healthy && errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(r.Err, context.DeadlineExceeded) {
+			r.Err = fmt.Errorf("timed out after %s: %w", c.timeout, r.Err)
+		}
+	}()
+	return probers[c.kind](ctx, c)
+}
+
+// Close releases what a check keeps between runs (a database connection).
+func (c *Check) Close() {
+	if c.Postgres != nil {
+		c.Postgres.close()
+	}
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,104 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// DefaultMaxConnectionsUsed is the share of max_connections in use past which
+// a database counts as failing ("connection limit exceeded").
+const DefaultMaxConnectionsUsed = 0.9
+
+// PostgresSpec checks that a PostgreSQL server answers and that its client
+// connections stay under a share of max_connections.
+type PostgresSpec struct {
+	DSN                string  `yaml:"dsn"`                  // libpq URL or key=value string
+	MaxConnectionsUsed float64 `yaml:"max_connections_used"` // 0 < ratio <= 1, default 0.9
+
+	cfg  *pgx.ConnConfig
+	mu   sync.Mutex
+	conn *pgx.Conn // kept between runs: a new backend every 100 ms would load the server
+}
+
+// connectionsQuery counts client connections only: PostgreSQL's own
+// background processes also appear in pg_stat_activity but do not use up
+// max_connections slots.
+const connectionsQuery = `SELECT count(*) FILTER (WHERE backend_type = 'client backend'),
+       current_setting('max_connections')::int
+FROM pg_stat_activity`
+
+func (s *PostgresSpec) compile(*Check) (err error) {
+	if s.DSN == "" {
+		return errors.New("dsn: required")
+	}
+	if s.cfg, err = pgx.ParseConfig(s.DSN); err != nil {
+		return fmt.Errorf("dsn: %w", err)
+	}
+	s.cfg.RuntimeParams["application_name"] = "healthswitch-sidecar"
+	if s.MaxConnectionsUsed == 0 {
+		s.MaxConnectionsUsed = DefaultMaxConnectionsUsed
+	}
+	if s.MaxConnectionsUsed < 0 || s.MaxConnectionsUsed > 1 {
+		return fmt.Errorf("max_connections_used %g: must be in (0, 1]", s.MaxConnectionsUsed)
+	}
+	return nil
+}
+
+func probePostgres(ctx context.Context, c *Check) Result {
+	s := c.Postgres
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	hadConn := s.conn != nil
+	used, limit, err := s.query(ctx)
+	if err != nil && hadConn && ctx.Err() == nil {
+		// The kept connection may have died with a server restart that is
+		// already over: one fresh try before calling the database down.
+		used, limit, err = s.query(ctx)
+	}
+	if err != nil {
+		return fail(fmt.Errorf("postgres %s: %w", s.cfg.Host, err))
+	}
+	ratio := float64(used) / float64(limit)
+	if ratio > s.MaxConnectionsUsed {
+		return fail(fmt.Errorf("postgres %s: %d of %d connections in use (%.0f%% > %.0f%%)", s.cfg.Host, used, limit, 100*ratio, 100*s.MaxConnectionsUsed))
+	}
+	return pass("%d of %d connections in use", used, limit)
+}
+
+// query runs the check's query on the kept connection, opening one if
+// needed; on any error the connection is dropped.
+func (s *PostgresSpec) query(ctx context.Context) (used, limit int, err error) {
+	if s.conn == nil {
+		if s.conn, err = pgx.ConnectConfig(ctx, s.cfg); err != nil {
+			s.conn = nil
+			return 0, 0, err
+		}
+	}
+	if err = s.conn.QueryRow(ctx, connectionsQuery).Scan(&used, &limit); err != nil {
+		s.dropLocked()
+		return 0, 0, err
+	}
+	if limit <= 0 {
+		return 0, 0, fmt.Errorf("max_connections is %d", limit)
+	}
+	return used, limit, nil
+}
+
+func (s *PostgresSpec) dropLocked() {
+	if s.conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), waitDelay)
+		s.conn.Close(ctx)
+		cancel()
+		s.conn = nil
+	}
+}
+
+func (s *PostgresSpec) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropLocked()
+}

@@ -1,0 +1,65 @@
+package sidecar
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// CRIOSpec: the container runtime's unit active (running), read from the
+// Active: line of `systemctl status` (forks systemctl).
+type CRIOSpec struct {
+	Unit    string   `yaml:"unit"`    // default crio
+	Command []string `yaml:"command"` // default [systemctl, status, --no-pager, --lines=0, <unit>]
+}
+
+func (s *CRIOSpec) compile(*Check) error {
+	if s.Unit == "" {
+		s.Unit = "crio"
+	}
+	if len(s.Command) == 0 {
+		s.Command = []string{"systemctl", "status", "--no-pager", "--lines=0", s.Unit}
+	}
+	return nil
+}
+
+func probeCRIO(ctx context.Context, c *Check) Result {
+	s := c.CRIO
+	// systemctl status exits 3 for an inactive unit; the Active: line says
+	// more than the exit code, so it is judged instead.
+	r, err := runCommand(ctx, s.Command, 64<<10)
+	if err != nil {
+		return Result{Err: err, Output: string(r.out)}
+	}
+	active, err := unitActive(r.out)
+	if err != nil {
+		return Result{Err: fmt.Errorf("%s: %w", s.Unit, err), Output: string(r.out)}
+	}
+	if !strings.HasPrefix(active, "active (running)") && active != "active" {
+		return Result{Err: fmt.Errorf("%s is %s", s.Unit, active), Output: string(r.out)}
+	}
+	return pass("%s %s", s.Unit, active)
+}
+
+// unitActive returns the state from systemctl status's "Active:" line
+// ("active (running) since …") or the single word of systemctl is-active.
+func unitActive(out []byte) (string, error) {
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if rest, ok := strings.CutPrefix(line, "Active:"); ok {
+			state, _, _ := strings.Cut(strings.TrimSpace(rest), " since ")
+			return state, nil
+		}
+	}
+	if word := strings.TrimSpace(string(out)); word != "" && !strings.ContainsAny(word, " \n") {
+		return word, nil
+	}
+	if len(out) == 0 {
+		return "", errors.New("no output")
+	}
+	return "", fmt.Errorf("no Active: line in %q", firstLine(out))
+}

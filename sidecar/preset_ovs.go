@@ -1,0 +1,78 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// OVSSpec: the Open vSwitch daemon running with its database socket, found by
+// reading /proc/*/cmdline directly (no fork of ps | grep).
+type OVSSpec struct {
+	Process string `yaml:"process"` // program name (argv[0] base name), default ovs-vswitchd
+	Match   string `yaml:"match"`   // an argument must contain this, default db.sock
+	Proc    string `yaml:"proc"`    // where procfs is mounted, default /proc
+}
+
+func (s *OVSSpec) compile(*Check) error {
+	if s.Process == "" {
+		s.Process = "ovs-vswitchd"
+	}
+	if s.Match == "" {
+		s.Match = "db.sock"
+	}
+	if s.Proc == "" {
+		s.Proc = "/proc"
+	}
+	return nil
+}
+
+func probeOVS(ctx context.Context, c *Check) Result {
+	s := c.OVS
+	pid, err := findProcess(ctx, s.Proc, s.Process, s.Match)
+	if err != nil {
+		return fail(err)
+	}
+	return pass("%s running as pid %s", s.Process, pid)
+}
+
+// findProcess returns the pid of a process whose argv[0] base name is name
+// and one of whose arguments contains match.
+func findProcess(ctx context.Context, proc, name, match string) (string, error) {
+	entries, err := os.ReadDir(proc)
+	if err != nil {
+		return "", err
+	}
+	sawName := false
+	for _, e := range entries {
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		if !e.IsDir() || e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		// A process may exit between ReadDir and ReadFile; skip it.
+		cmdline, err := os.ReadFile(filepath.Join(proc, e.Name(), "cmdline"))
+		if err != nil || len(cmdline) == 0 {
+			continue
+		}
+		args := strings.Split(string(bytes.TrimRight(cmdline, "\x00")), "\x00")
+		if filepath.Base(args[0]) != name {
+			continue
+		}
+		sawName = true
+		for _, a := range args[1:] {
+			if strings.Contains(a, match) {
+				return e.Name(), nil
+			}
+		}
+	}
+	if sawName {
+		return "", fmt.Errorf("%s is running but without %s", name, match)
+	}
+	return "", errors.New(name + " is not running")
+}

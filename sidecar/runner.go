@@ -1,0 +1,140 @@
+package sidecar
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/healthswitch/healthswitch/internal/hysteresis"
+	"github.com/healthswitch/healthswitch/report"
+)
+
+// runner runs one check on its own timer and keeps its debounced state.
+type runner struct {
+	check    *Check
+	m        *metrics
+	log      *slog.Logger
+	onChange func() // called, outside the lock, on every debounced change
+
+	mu       sync.Mutex
+	counter  *hysteresis.Counter
+	last     Result
+	runs     uint64
+	failures uint64
+}
+
+func newRunner(c *Check, m *metrics, log *slog.Logger, onChange func()) *runner {
+	return &runner{check: c, m: m, log: log, onChange: onChange, counter: hysteresis.New(c.fall, c.rise)}
+}
+
+// inherit carries the state of the same check across a reload, so a check
+// that was down does not report up while its new counter warms up.
+func (r *runner) inherit(old *runner) {
+	old.mu.Lock()
+	defer old.mu.Unlock()
+	r.last, r.runs, r.failures = old.last, old.runs, old.failures
+	switch old.counter.State() {
+	case hysteresis.Down:
+		for range r.counter.Fall {
+			r.counter.Observe(false)
+		}
+	case hysteresis.Up:
+		r.counter.Observe(true)
+	}
+}
+
+// loop runs the check every interval after a random first delay, so checks
+// started together do not run in lock step. Runs are sequential: at most one
+// is in flight, and a slow run makes the ticker drop ticks, not pile them up.
+func (r *runner) loop(ctx context.Context) {
+	period := r.check.interval
+	first := time.NewTimer(rand.N(period))
+	defer first.Stop()
+	select {
+	case <-ctx.Done():
+		return
+	case <-first.C:
+	}
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		r.once(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// once runs the check one time and records the result.
+func (r *runner) once(ctx context.Context) Result {
+	res := r.check.Run(ctx)
+	if ctx.Err() != nil {
+		return res // stopping: a run cut short says nothing about the check
+	}
+	r.observe(res)
+	return res
+}
+
+func (r *runner) observe(res Result) {
+	name := r.check.Name
+	r.mu.Lock()
+	prev := r.counter.State()
+	state, changed := r.counter.Observe(res.Healthy)
+	r.last = res
+	r.runs++
+	if !res.Healthy {
+		r.failures++
+	}
+	r.mu.Unlock()
+
+	result := "ok"
+	if !res.Healthy {
+		result = "fail"
+	}
+	r.m.checkRuns.WithLabelValues(name, result).Inc()
+	r.m.checkDuration.WithLabelValues(name).Observe(res.Duration.Seconds())
+	if !changed {
+		return
+	}
+	up := 0.0
+	if state != hysteresis.Down {
+		up = 1
+	}
+	r.m.checkUp.WithLabelValues(name).Set(up)
+	r.m.checkTransitions.WithLabelValues(name, state.String()).Inc()
+	r.log.Info("check changed", "check", name, "from", prev.String(), "to", state.String(), "why", res.Why())
+	r.onChange()
+}
+
+// snapshot is the check as reported. An Unknown check (no verdict yet)
+// counts as healthy, as the hysteresis counter and the plugin treat it.
+func (r *runner) snapshot() (report.Check, hysteresis.State, Result, uint64, uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	state := r.counter.State()
+	return report.Check{
+		Name:       r.check.Name,
+		Kind:       r.check.kind,
+		Healthy:    state != hysteresis.Down,
+		Critical:   r.check.critical,
+		ObservedAt: r.last.At.UTC(),
+		DurationMS: float64(r.last.Duration.Microseconds()) / 1000,
+		Detail:     r.last.Why(),
+	}, state, r.last, r.runs, r.failures
+}
+
+// CheckAll runs every check of cfg once, at the same time, and returns the
+// results in config order. It is the `check` command's engine.
+func CheckAll(ctx context.Context, cfg *Config) []Result {
+	out := make([]Result, len(cfg.Checks))
+	var wg sync.WaitGroup
+	for i, c := range cfg.Checks {
+		wg.Go(func() { out[i] = c.Run(ctx) })
+	}
+	wg.Wait()
+	return out
+}
