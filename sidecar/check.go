@@ -241,7 +241,7 @@ func (c *Check) Run(ctx context.Context) (r Result) {
 		if !r.Healthy && r.Err == nil {
 			r.Err = errors.New("unhealthy")
 		}
-		if !r.Healthy && errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(r.Err, context.DeadlineExceeded) {
+		if !r.Healthy && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			r.Err = fmt.Errorf("timed out after %s: %w", c.timeout, r.Err)
 		}
 	}()

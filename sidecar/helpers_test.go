@@ -1,0 +1,52 @@
+package sidecar
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// newCheck compiles one check from its YAML, as the loader would, with a 1 s
+// default interval unless the YAML sets one.
+func newCheck(t testing.TB, src string) *Check {
+	t.Helper()
+	var c Check
+	dec := yaml.NewDecoder(strings.NewReader(src))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		t.Fatalf("decode %q: %v", src, err)
+	}
+	if c.Name == "" {
+		c.Name = "test"
+	}
+	if err := c.compile(time.Second); err != nil {
+		t.Fatalf("compile %q: %v", src, err)
+	}
+	t.Cleanup(c.Close)
+	return &c
+}
+
+// expect runs c once and checks healthy and that the reason contains want.
+func expect(t testing.TB, c *Check, healthy bool, want string) Result {
+	t.Helper()
+	r := c.Run(context.Background())
+	if r.Healthy != healthy || !strings.Contains(r.Why(), want) {
+		t.Errorf("healthy=%v why=%q output=%q; want healthy=%v and why containing %q", r.Healthy, r.Why(), r.Output, healthy, want)
+	}
+	return r
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
