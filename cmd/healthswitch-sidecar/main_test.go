@@ -1,0 +1,211 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/healthswitch/healthswitch/internal/testutil"
+	"github.com/healthswitch/healthswitch/sidecar"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "hs-sidecar-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "healthswitch-sidecar")
+	out, err := exec.Command("go", "build", "-ldflags", "-X main.version=v-test", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func writeFiles(t *testing.T, config string) string {
+	t.Helper()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "k.key"), []byte("main-test-key-0123456789abcdef\n"), 0o600)
+	path := filepath.Join(dir, "sidecar.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestKeygen(t *testing.T) {
+	out, err := exec.Command(binary, "keygen").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(out)))
+	if err != nil || len(raw) != 32 {
+		t.Errorf("keygen printed %q: %d bytes, %v", out, len(raw), err)
+	}
+	// What keygen prints is a valid key file.
+	key := filepath.Join(t.TempDir(), "k")
+	os.WriteFile(key, out, 0o600)
+	if _, err := sidecar.Parse([]byte("cluster: a\nkey_file: "+key+"\nreport_to: [http://127.0.0.1:1]\nchecks: [{name: t, exec: {command: [\"true\"]}}]"), ""); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestCheckCommand(t *testing.T) {
+	head := "cluster: east\nkey_file: k.key\nreport_to: [http://127.0.0.1:1]\nchecks:\n"
+	tests := []struct {
+		name   string
+		checks string
+		code   int
+		want   []string
+	}{
+		{"all pass", `  - {name: ok, exec: {command: ["true"]}}`, 0,
+			[]string{"NAME", "ok    exec  true      ok", "exit 0"}},
+		{"critical fails", "  - {name: ok, exec: {command: [\"true\"]}}\n  - {name: bad, exec: {command: [\"false\"]}}", 1,
+			[]string{"bad   exec  true      FAIL", "false exited 1, want 0"}},
+		{"only non-critical fails", `  - {name: soft, exec: {command: ["false"]}, critical: false}`, 0,
+			[]string{"soft  exec  false     FAIL"}},
+		{"bad config", `  - {name: bad, exec: {}}`, 2,
+			[]string{"checks[0] (bad): exec: command: required"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(binary, "check", "-config", writeFiles(t, head+tc.checks+"\n"))
+			out, _ := cmd.CombinedOutput()
+			if code := cmd.ProcessState.ExitCode(); code != tc.code {
+				t.Errorf("exit %d, want %d\n%s", code, tc.code, out)
+			}
+			for _, w := range tc.want {
+				if !bytes.Contains(out, []byte(w)) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}
+
+// syncBuffer collects a child's stderr for the test to read while it runs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func statusChecks(addr string) int {
+	resp, err := http.Get("http://" + addr + "/status")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	var st sidecar.Status
+	if json.NewDecoder(resp.Body).Decode(&st) != nil {
+		return -1
+	}
+	return len(st.Checks)
+}
+
+func TestRunReloadStop(t *testing.T) {
+	var reports sync.WaitGroup
+	reports.Add(1)
+	var once sync.Once
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		once.Do(reports.Done)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer recv.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	head := "cluster: east\nkey_file: k.key\nreport_to: [" + recv.URL + "]\nlisten: " + addr + "\nchecks:\n  - {name: one, exec: {command: [\"true\"]}, interval: 200ms}\n"
+	path := writeFiles(t, head)
+	var stderr syncBuffer
+	cmd := exec.Command(binary, "-config", path)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitUntil(t, 5*time.Second, "status shows 1 check", func() bool { return statusChecks(addr) == 1 })
+	reports.Wait()
+
+	// A bad config keeps the old one running, and the log says why.
+	os.WriteFile(path, []byte(head+"  - {name: two, exec: {command: []}}\n"), 0o600)
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitUntil(t, 5*time.Second, "reload failure logged", func() bool {
+		return strings.Contains(stderr.String(), "reload failed; keeping the running config") &&
+			strings.Contains(stderr.String(), "checks[1] (two): exec: command: required")
+	})
+	if n := statusChecks(addr); n != 1 {
+		t.Errorf("%d checks after a bad reload, want 1", n)
+	}
+
+	os.WriteFile(path, []byte(head+"  - {name: two, exec: {command: [\"true\"]}}\n"), 0o600)
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitUntil(t, 5*time.Second, "status shows 2 checks", func() bool { return statusChecks(addr) == 2 })
+
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`healthswitch_sidecar_build_info{version="v-test"} 1`, `healthswitch_sidecar_reloads_total{result="error"} 1`, `healthswitch_sidecar_reloads_total{result="ok"} 1`} {
+		if !bytes.Contains(metrics, []byte(want)) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(exitBound + time.Second):
+		t.Fatalf("did not stop within %s", exitBound)
+	}
+	t.Logf("stopped in %s", time.Since(start))
+	if !strings.Contains(stderr.String(), "sidecar stopped") {
+		t.Errorf("log:\n%s", stderr.String())
+	}
+}
