@@ -118,6 +118,9 @@ func TestOVSPresetFakeProc(t *testing.T) {
 	expect(t, c, false, "ovs-vswitchd is running but without db.sock")
 	write("813", "/usr/sbin/ovs-vswitchd\x00unix:/var/run/openvswitch/db.sock\x00-vconsole:emer\x00--pidfile\x00")
 	expect(t, c, true, "ovs-vswitchd running as pid 813")
+	expect(t, c, true, "ovs-vswitchd running as pid 813") // from the remembered pid
+	os.RemoveAll(filepath.Join(proc, "813"))
+	expect(t, c, false, "ovs-vswitchd is running but without db.sock")
 }
 
 // A real process named ovs-vswitchd with a db.sock argument, found in the
