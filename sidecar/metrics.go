@@ -16,7 +16,7 @@ type metrics struct {
 	checkDuration    *prometheus.HistogramVec // check
 	checkTransitions *prometheus.CounterVec   // check, state
 	healthy          prometheus.Gauge
-	reports          *prometheus.CounterVec   // reason: change | heartbeat | reload
+	reports          *prometheus.CounterVec   // reason: change | heartbeat
 	pushes           *prometheus.CounterVec   // target, result
 	pushDuration     *prometheus.HistogramVec // target
 	pushSuperseded   *prometheus.CounterVec   // target
