@@ -175,7 +175,7 @@ func (g *generation) reportLoop(ctx context.Context) {
 // pushOnce builds one report and hands it to every target's mailbox.
 func (g *generation) pushOnce(reason string) {
 	r := g.build()
-	body, err := r.Encode()
+	body, err := encodeBounded(r)
 	if err != nil {
 		g.s.log.Error("encoding report", "err", err)
 		return
@@ -189,6 +189,24 @@ func (g *generation) pushOnce(reason string) {
 	for _, t := range g.targets {
 		t.offer(body)
 	}
+}
+
+// encodeBounded encodes r; when it would pass the receivers' body limit
+// (hundreds of checks with long details), the details are left out rather
+// than the report being refused.
+func encodeBounded(r report.Report) ([]byte, error) {
+	body, err := r.Encode()
+	if err != nil || len(body) <= report.MaxBodySize {
+		return body, err
+	}
+	r.Checks = append([]report.Check(nil), r.Checks...)
+	for i := range r.Checks {
+		r.Checks[i].Detail = ""
+	}
+	if body, err = r.Encode(); err == nil && len(body) > report.MaxBodySize {
+		err = fmt.Errorf("report of %d checks is %d bytes, over the %d-byte limit", len(r.Checks), len(body), report.MaxBodySize)
+	}
+	return body, err
 }
 
 // build makes the next report: healthy when every critical check is.

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -425,4 +426,22 @@ func metricValue(t testing.TB, s *Sidecar, series string) float64 {
 		}
 	}
 	return 0
+}
+
+func TestEncodeBounded(t *testing.T) {
+	r := report.Report{Version: 1, Cluster: "east", BootID: "b", Sequence: 1}
+	for i := range 400 {
+		r.Checks = append(r.Checks, report.Check{Name: fmt.Sprintf("c%d", i), Kind: "http", Detail: strings.Repeat("x", maxDetail)})
+	}
+	body, err := encodeBounded(r)
+	if err != nil || len(body) > report.MaxBodySize {
+		t.Fatalf("%d bytes, %v", len(body), err)
+	}
+	back, err := report.Decode(body)
+	if err != nil || len(back.Checks) != 400 || back.Checks[0].Detail != "" {
+		t.Errorf("decoded %d checks, detail %q, %v", len(back.Checks), back.Checks[0].Detail, err)
+	}
+	if r.Checks[0].Detail == "" {
+		t.Error("the caller's report was changed")
+	}
 }
