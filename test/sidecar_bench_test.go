@@ -139,12 +139,21 @@ func measureSidecar(tb testing.TB, bin, cfg string, received *atomic.Int64, warm
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}
+	defer stop()
 	time.Sleep(warmup) // a measurement window, not a wait for a condition
 	t0, ticks0, n0 := time.Now(), cpuTicks(tb, cmd.Process.Pid), received.Load()
 	time.Sleep(window)
 	t1, ticks1, n1 := time.Now(), cpuTicks(tb, cmd.Process.Pid), received.Load()
 	rss := rssKiB(tb, cmd.Process.Pid)
+	stop() // stderr is the child's until it has exited
 	if stderr.Len() > 0 {
 		tb.Logf("sidecar log:\n%s", stderr.String())
 	}
