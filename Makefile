@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GOFLAGS_BUILD := -trimpath -ldflags="$(LDFLAGS)"
 
-.PHONY: help build test test-short lint fmt demo demo-failover bench clean
+.PHONY: help build test test-short lint fmt demo demo-fail demo-heal demo-failover bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -28,11 +28,26 @@ lint: ## gofmt and go vet
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')
 
-demo: build ## start a local two-cluster setup on loopback and show failover live
-	@echo "make demo: not yet (issue 6)"
+$(BIN)/hs-demo: build
+	$(GO) build -o $(BIN)/hs-demo ./cmd/hs-demo
 
-bench: build ## run the benchmarks and write bench/results.md
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+demo: $(BIN)/hs-demo ## start a local two-cluster setup on loopback and show failover live
+	@$(BIN)/hs-demo -bin $(BIN) run
+
+CLUSTER ?= east
+demo-fail: ## break a cluster of the running demo: make demo-fail CLUSTER=east
+	@test -x $(BIN)/hs-demo || $(GO) build -o $(BIN)/hs-demo ./cmd/hs-demo
+	@$(BIN)/hs-demo fail $(CLUSTER)
+
+demo-heal: ## heal it again: make demo-heal CLUSTER=east
+	@test -x $(BIN)/hs-demo || $(GO) build -o $(BIN)/hs-demo ./cmd/hs-demo
+	@$(BIN)/hs-demo heal $(CLUSTER)
+
+demo-failover: $(BIN)/hs-demo ## scripted failure and recovery; prints the timeline and exits
+	@$(BIN)/hs-demo -bin $(BIN) failover
+
+bench: build ## run the benchmarks (under 10 min) and write bench/results.md and results.json
+	$(GO) run ./bench -bin $(BIN) -out bench
 
 clean: ## remove build output
 	rm -rf $(BIN)
