@@ -28,7 +28,7 @@ var (
 
 // realBinary returns bin/NAME, building it into a temp dir when the
 // checkout has not been built.
-func realBinary(t *testing.T, name string) string {
+func realBinary(t testing.TB, name string) string {
 	t.Helper()
 	if p, err := filepath.Abs("../bin/" + name); err == nil {
 		if _, err := os.Stat(p); err == nil {
@@ -50,7 +50,7 @@ func realBinary(t *testing.T, name string) string {
 	return filepath.Join(buildDir, name)
 }
 
-func freePort(t *testing.T) int { return testutil.FreePort(t) }
+func freePort(t testing.TB) int { return testutil.FreePort(t) }
 
 // realServer is bin/coredns started from a Corefile.
 type realServer struct {
@@ -62,13 +62,13 @@ type realServer struct {
 
 // realCoreDNS starts bin/coredns with corefile, whose DNS port is written
 // DNSPORT and push API port APIPORT, and waits until both answer.
-func realCoreDNS(t *testing.T, corefile string) *realServer {
+func realCoreDNS(t testing.TB, corefile string) *realServer {
 	t.Helper()
 	return realCoreDNSOn(t, corefile, freePort(t))
 }
 
 // realCoreDNSOn is realCoreDNS with a push API port chosen by the caller.
-func realCoreDNSOn(t *testing.T, corefile string, apiPort int) *realServer {
+func realCoreDNSOn(t testing.TB, corefile string, apiPort int) *realServer {
 	t.Helper()
 	dnsPort, metricsPort := freePort(t), freePort(t)
 	corefile = strings.Replace(corefile, "    healthswitch {", fmt.Sprintf("    prometheus 127.0.0.1:%d\n    healthswitch {", metricsPort), 1)
@@ -104,7 +104,7 @@ func realCoreDNSOn(t *testing.T, corefile string, apiPort int) *realServer {
 	return s
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
