@@ -1,0 +1,162 @@
+// Command bench measures healthswitch against its baselines and writes
+// bench/results.md and bench/results.json (make bench). Every process it
+// starts listens on loopback, every load is bounded in count and time, and
+// the whole run takes a few minutes on 2 cores.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Results is everything results.json holds.
+type Results struct {
+	Machine  Machine          `json:"machine"`
+	Failover []FailoverResult `json:"failover"`
+	DNS      []DNSResult      `json:"dns"`
+	Ingest   []IngestResult   `json:"ingest"`
+	Sidecar  []SidecarResult  `json:"sidecar"`
+	Scale    []ScaleResult    `json:"scale"`
+	Notes    []string         `json:"notes"`
+	Elapsed  string           `json:"elapsed"`
+}
+
+// Machine says where the figures come from.
+type Machine struct {
+	Date    string `json:"date"`
+	NProc   int    `json:"nproc"`
+	CPU     string `json:"cpu"`
+	Kernel  string `json:"kernel"`
+	Go      string `json:"go"`
+	Commit  string `json:"commit"`
+	Dnsperf string `json:"dnsperf"`
+}
+
+// Dist is a latency distribution in milliseconds.
+type Dist struct {
+	N    int     `json:"n"`
+	P50  float64 `json:"p50_ms"`
+	P99  float64 `json:"p99_ms"`
+	Max  float64 `json:"max_ms"`
+	Mean float64 `json:"mean_ms"`
+}
+
+func dist(ms []float64) Dist {
+	if len(ms) == 0 {
+		return Dist{}
+	}
+	s := append([]float64(nil), ms...)
+	sort.Float64s(s)
+	sum := 0.0
+	for _, v := range s {
+		sum += v
+	}
+	return Dist{N: len(s), P50: quantile(s, 0.50), P99: quantile(s, 0.99), Max: s[len(s)-1], Mean: sum / float64(len(s))}
+}
+
+// quantile of sorted s, nearest rank.
+func quantile(s []float64, q float64) float64 {
+	i := int(q*float64(len(s))+0.999999) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+func main() {
+	binDir := flag.String("bin", "bin", "folder holding coredns and healthswitch-sidecar")
+	out := flag.String("out", "bench", "where results.md and results.json go")
+	only := flag.String("only", "", "comma-separated sections to run (failover,dns,ingest,sidecar,scale); empty: all")
+	flag.Parse()
+	log.SetFlags(log.Ltime)
+
+	b := &bencher{coredns: filepath.Join(*binDir, "coredns"), sidecar: filepath.Join(*binDir, "healthswitch-sidecar")}
+	for _, p := range []string{b.coredns, b.sidecar} {
+		if _, err := os.Stat(p); err != nil {
+			log.Fatalf("%s is missing: run make build", p)
+		}
+	}
+	var err error
+	if b.dir, err = os.MkdirTemp("", "healthswitch-bench"); err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(b.dir)
+
+	start := time.Now()
+	res := &Results{Machine: machine()}
+	want := func(s string) bool { return *only == "" || strings.Contains(","+*only+",", ","+s+",") }
+	ctx := context.Background()
+	if want("failover") {
+		res.Failover = b.failover(ctx)
+	}
+	if want("dns") {
+		res.DNS, res.Notes = b.dnsperfAll(ctx, res.Notes)
+	}
+	if want("ingest") {
+		res.Ingest = b.ingest(ctx)
+	}
+	if want("sidecar") {
+		res.Sidecar = b.sidecarCost(ctx)
+	}
+	if want("scale") {
+		res.Scale = b.scale(ctx)
+	}
+	res.Elapsed = time.Since(start).Round(time.Second).String()
+
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		log.Fatal(err)
+	}
+	j, _ := json.MarshalIndent(res, "", "  ")
+	if err := os.WriteFile(filepath.Join(*out, "results.json"), append(j, '\n'), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	md := markdown(res)
+	if err := os.WriteFile(filepath.Join(*out, "results.md"), []byte(md), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Print(md)
+	log.Printf("wrote %s and %s in %s", filepath.Join(*out, "results.md"), filepath.Join(*out, "results.json"), res.Elapsed)
+}
+
+type bencher struct {
+	coredns, sidecar, dir string
+}
+
+func (b *bencher) subdir(name string) string {
+	d := filepath.Join(b.dir, name)
+	os.MkdirAll(d, 0o755)
+	return d
+}
+
+func machine() Machine {
+	m := Machine{Date: time.Now().UTC().Format(time.RFC3339), NProc: runtime.NumCPU(), Go: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				m.CPU = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if out, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
+		m.Commit = strings.TrimSpace(string(out))
+	}
+	if out, err := exec.Command("dnsperf", "-h").CombinedOutput(); err == nil || len(out) > 0 {
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(l, "Version") {
+				m.Dnsperf = strings.TrimSpace(strings.TrimPrefix(l, "Version"))
+			}
+		}
+	}
+	return m
+}
