@@ -49,5 +49,9 @@ demo-failover: $(BIN)/hs-demo ## scripted failure and recovery; prints the timel
 bench: build ## run the benchmarks (under 10 min) and write bench/results.md and results.json
 	$(GO) run ./bench -bin $(BIN) -out bench
 
+docs-check: ## run the commands of docs/operations.md that can run here
+	@$(MAKE) --no-print-directory build
+	scripts/docs-check.sh
+
 clean: ## remove build output
 	rm -rf $(BIN)
