@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -1220,4 +1221,47 @@ func exSortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// The Grafana dashboard queries only metrics the plugin exports.
+func TestExamplesDashboardMetrics(t *testing.T) {
+	b, err := os.ReadFile("../docs/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile("../plugin/healthswitch/metrics.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported := map[string]bool{}
+	for _, m := range regexp.MustCompile(`Name:\s*"(\w+)"`).FindAllStringSubmatch(string(src), -1) {
+		exported["coredns_healthswitch_"+m[1]] = true
+	}
+	reMetric := regexp.MustCompile(`coredns_healthswitch_\w+`)
+	n := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, m := range reMetric.FindAllString(tg.Expr, -1) {
+				n++
+				base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(m, "_bucket"), "_sum"), "_count")
+				if !exported[base] {
+					t.Errorf("panel %q queries %s, which plugin/healthswitch/metrics.go does not define", p.Title, m)
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("the dashboard queries nothing")
+	}
 }
