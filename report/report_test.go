@@ -129,3 +129,26 @@ func FuzzDecodeVerify(f *testing.F) {
 		}
 	})
 }
+
+func TestVerifyAny(t *testing.T) {
+	now := time.Now()
+	oldKey, newKey := []byte("old-key-0123456789"), []byte("new-key-0123456789")
+	body := []byte(goodBody)
+	for _, signer := range [][]byte{oldKey, newKey} {
+		ts, sig := Sign(signer, now, body)
+		if err := VerifyAny([][]byte{newKey, oldKey}, ts, sig, body, now, DefaultSkew); err != nil {
+			t.Errorf("signed with %s: %v", signer, err)
+		}
+	}
+	ts, sig := Sign([]byte("third-key-0123456789"), now, body)
+	if err := VerifyAny([][]byte{newKey, oldKey}, ts, sig, body, now, DefaultSkew); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("a key not in the list: %v", err)
+	}
+	if err := VerifyAny(nil, ts, sig, body, now, DefaultSkew); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("no keys: %v", err)
+	}
+	ts, sig = Sign(oldKey, now.Add(-time.Hour), body)
+	if err := VerifyAny([][]byte{newKey, oldKey}, ts, sig, body, now, DefaultSkew); !errors.Is(err, ErrSkew) {
+		t.Errorf("valid old signature, stale timestamp: %v", err)
+	}
+}

@@ -78,6 +78,18 @@ func Verify(key []byte, timestamp, signature string, body []byte, now time.Time,
 	return nil
 }
 
+// VerifyAny is Verify against each of keys, as during a key rollover: it
+// succeeds when any key made the signature.
+func VerifyAny(keys [][]byte, timestamp, signature string, body []byte, now time.Time, skew time.Duration) error {
+	err := fmt.Errorf("%w: no key configured", ErrBadSignature)
+	for _, k := range keys {
+		if err = Verify(k, timestamp, signature, body, now, skew); !errors.Is(err, ErrBadSignature) {
+			return err
+		}
+	}
+	return err
+}
+
 func mac(key []byte, timestamp string, body []byte) []byte {
 	h := hmac.New(sha256.New, key)
 	h.Write([]byte(timestamp))

@@ -40,7 +40,7 @@ type config struct {
 	ttl         uint32
 	listen      string
 	tls         *tls.Config // push API over TLS when set
-	adminKey    []byte
+	adminKeys   [][]byte // the first signs; all verify (key rollover)
 	interval    time.Duration
 	timeout     time.Duration
 	fall        int
@@ -64,8 +64,9 @@ type clusterConfig struct {
 	name     string
 	v4, v6   []net.IP
 	probes   []string
-	keyFile  string
-	key      []byte // nil: this cluster cannot push reports
+	keyFiles []string
+	key      []byte   // signs notifications; nil: this cluster cannot push reports
+	keys     [][]byte // verify reports: the current key and any being rolled over
 	priority int
 	weight   int
 	notify   []string

@@ -145,7 +145,7 @@ func (e *engine) forward(body []byte, ts, sig string) {
 // forwardDrain passes an operator drain to the peers, signed anew with the
 // admin key.
 func (e *engine) forwardDrain(cluster string, drain bool, body []byte) {
-	if len(e.peers) == 0 || e.cfg.adminKey == nil {
+	if len(e.peers) == 0 || len(e.cfg.adminKeys) == 0 {
 		return
 	}
 	verb := "undrain"
@@ -153,7 +153,7 @@ func (e *engine) forwardDrain(cluster string, drain bool, body []byte) {
 		verb = "drain"
 	}
 	hdr := http.Header{}
-	ts, sig := report.Sign(e.cfg.adminKey, e.now(), body)
+	ts, sig := report.Sign(e.cfg.adminKeys[0], e.now(), body)
 	hdr.Set(report.HeaderTimestamp, ts)
 	hdr.Set(report.HeaderSignature, sig)
 	hdr.Set(report.HeaderForwarded, "1")

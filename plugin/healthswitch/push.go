@@ -99,7 +99,7 @@ func (h *HealthSwitch) ingest(body []byte, hdr http.Header, received time.Time) 
 		return reject(http.StatusUnauthorized, "no_key", "cluster %s has no key_file configured", rep.Cluster)
 	}
 	ts, sig := hdr.Get(report.HeaderTimestamp), hdr.Get(report.HeaderSignature)
-	if err := report.Verify(cl.key, ts, sig, body, received, h.cfg.skew); err != nil {
+	if err := report.VerifyAny(cl.keys, ts, sig, body, received, h.cfg.skew); err != nil {
 		if errors.Is(err, report.ErrSkew) {
 			return reject(http.StatusConflict, "skew", "%v", err)
 		}
@@ -233,10 +233,10 @@ func (h *HealthSwitch) handleDrain(drain bool) http.HandlerFunc {
 
 // authorizeAdmin checks a request signed like a report, with the admin key.
 func (h *HealthSwitch) authorizeAdmin(body []byte, hdr http.Header) *apiError {
-	if h.cfg.adminKey == nil {
+	if len(h.cfg.adminKeys) == 0 {
 		return reject(http.StatusForbidden, "no_admin_key", "operator actions need admin_key_file in the Corefile")
 	}
-	err := report.Verify(h.cfg.adminKey, hdr.Get(report.HeaderTimestamp), hdr.Get(report.HeaderSignature), body, h.engine.now(), h.cfg.skew)
+	err := report.VerifyAny(h.cfg.adminKeys, hdr.Get(report.HeaderTimestamp), hdr.Get(report.HeaderSignature), body, h.engine.now(), h.cfg.skew)
 	switch {
 	case errors.Is(err, report.ErrSkew):
 		return reject(http.StatusConflict, "skew", "%v", err)

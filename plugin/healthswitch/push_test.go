@@ -246,3 +246,23 @@ func TestHolddown(t *testing.T) {
 		t.Errorf("east %s after holddown", s)
 	}
 }
+
+// During a key rollover the cluster lists the new key first and the old one
+// after it: reports signed with either are accepted, others are not.
+func TestKeyRollover(t *testing.T) {
+	newKey := writeKey(t, "new-key-0123456789")
+	oldKey := writeKey(t, "old-key-0123456789")
+	h := newTestHS(t, "cluster east 192.0.2.10 {\n key_file "+newKey+" "+oldKey+"\n}")
+	if rec := post(t, h, "/v1/report", body(t, "east", "b", 1, true), []byte("old-key-0123456789"), time.Now()); rec.Code != 204 {
+		t.Errorf("old key during rollover: %d %s", rec.Code, rec.Body)
+	}
+	if rec := post(t, h, "/v1/report", body(t, "east", "b", 2, true), []byte("new-key-0123456789"), time.Now()); rec.Code != 204 {
+		t.Errorf("new key: %d %s", rec.Code, rec.Body)
+	}
+	if rec := post(t, h, "/v1/report", body(t, "east", "b", 3, true), pushKey, time.Now()); rec.Code != 401 {
+		t.Errorf("a key not listed: %d", rec.Code)
+	}
+	if string(h.cfg.cluster("east").key) != "new-key-0123456789" {
+		t.Error("notifications are not signed with the first (new) key")
+	}
+}

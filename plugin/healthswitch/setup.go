@@ -116,7 +116,7 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 		}
 		cfg.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	case "admin_key_file":
-		_, cfg.adminKey, err = keyArg(c)
+		_, cfg.adminKeys, err = keyArgs(c)
 	case "peers":
 		cfg.peers, err = urlArgs(c, "http", "https")
 	case "ns":
@@ -208,7 +208,10 @@ func parseClusterProperty(c *caddy.Controller, cl *clusterConfig) error {
 		urls, err = urlArgs(c, "http", "https", "tcp")
 		cl.probes = append(cl.probes, urls...)
 	case "key_file":
-		cl.keyFile, cl.key, err = keyArg(c)
+		cl.keyFiles, cl.keys, err = keyArgs(c)
+		if err == nil {
+			cl.key = cl.keys[0]
+		}
 	case "priority":
 		cl.priority, err = intArg(c, 0, 1000)
 	case "weight":
@@ -365,17 +368,22 @@ func listenArg(c *caddy.Controller) (string, error) {
 	return args[0], nil
 }
 
-func keyArg(c *caddy.Controller) (path string, key []byte, err error) {
+// keyArgs reads one or more key files: the first is the current key, the
+// others are accepted too while a rollover is under way.
+func keyArgs(c *caddy.Controller) (paths []string, keys [][]byte, err error) {
 	prop := c.Val()
-	args := c.RemainingArgs()
-	if len(args) != 1 {
-		return "", nil, c.ArgErr()
+	paths = c.RemainingArgs()
+	if len(paths) == 0 {
+		return nil, nil, c.ArgErr()
 	}
-	key, err = report.LoadKey(args[0])
-	if err != nil {
-		return "", nil, c.Errf("%s: %v", prop, err)
+	for _, p := range paths {
+		key, err := report.LoadKey(p)
+		if err != nil {
+			return nil, nil, c.Errf("%s: %v", prop, err)
+		}
+		keys = append(keys, key)
 	}
-	return args[0], key, nil
+	return paths, keys, nil
 }
 
 func urlArgs(c *caddy.Controller, schemes ...string) ([]string, error) {

@@ -93,7 +93,7 @@ func TestParseFull(t *testing.T) {
 	}
 	if cfg.policy != policyFailover || cfg.ttl != 30 || cfg.interval != 200*time.Millisecond || cfg.fall != 3 || cfg.rise != 4 ||
 		cfg.allDown != allDownNodata || cfg.unknownUp || cfg.holddown != 5*time.Second || len(cfg.peers) != 2 ||
-		len(cfg.nameservers) != 2 || cfg.hostmaster != "ops.svc1.net." || cfg.adminKey == nil {
+		len(cfg.nameservers) != 2 || cfg.hostmaster != "ops.svc1.net." || len(cfg.adminKeys) != 1 {
 		t.Errorf("config: %+v", cfg)
 	}
 	if len(cfg.apps) != 2 || cfg.apps[1].name != "www.svc2.net." || cfg.apps[1].zone != "svc2.net." {
