@@ -40,7 +40,7 @@ type config struct {
 	ttl         uint32
 	listen      string
 	tls         *tls.Config // push API over TLS when set
-	adminKeys   [][]byte // the first signs; all verify (key rollover)
+	adminKeys   [][]byte    // the first signs; all verify (key rollover)
 	interval    time.Duration
 	timeout     time.Duration
 	fall        int
