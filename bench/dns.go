@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,17 +22,19 @@ import (
 
 // DNSResult is one dnsperf run against one server.
 type DNSResult struct {
-	Name          string  `json:"name"`
-	QPS           float64 `json:"qps"`      // throughput run, no per-query output
-	Lost          float64 `json:"lost_pct"` // of the throughput run
-	P50           float64 `json:"p50_ms"`   // latency run (-v), same load
-	P99           float64 `json:"p99_ms"`
-	LatencyQPS    float64 `json:"latency_run_qps"`
-	ReportsPerSec float64 `json:"reports_per_s,omitempty"` // pushed and accepted during the runs
-	RSSMiB        float64 `json:"rss_mib"`
+	Name          string    `json:"name"`
+	QPS           float64   `json:"qps"`      // throughput run, no per-query output
+	Lost          float64   `json:"lost_pct"` // of the throughput run
+	P50           float64   `json:"p50_ms"`   // latency run (-v), same load
+	P99           float64   `json:"p99_ms"`
+	LatencyQPS    float64   `json:"latency_run_qps"`
+	ReportsPerSec float64   `json:"reports_per_s,omitempty"` // pushed and accepted during the runs
+	RSSMiB        float64   `json:"rss_mib"`
+	Rounds        []float64 `json:"qps_all_rounds"` // the kept round last
 }
 
 const (
+	dnsRounds      = 2
 	dnsperfSeconds = 8
 	latencySeconds = 4
 	pushRate       = 1000 // reports/s in the "under push" runs
@@ -171,16 +174,36 @@ func (b *bencher) dnsperfAll(ctx context.Context, notes []string) ([]DNSResult, 
 		log.Printf("  %.0f qps, p50 %.3f ms, p99 %.3f ms", res.QPS, res.P50, res.P99)
 		out = append(out, res)
 	}
-	port1, _ := demo.FreePort("127.0.0.1")
-	run("hosts (baseline)", hostsCorefile(port1, hostsFile), port1, false)
-	port2, _ := demo.FreePort("127.0.0.1")
-	api2, _ := demo.FreePort("127.0.0.1")
-	hs := healthswitchCorefile(port2, api2, dir)
-	run("healthswitch", hs, port2, false)
-	port3, _ := demo.FreePort("127.0.0.1")
-	api3, _ := demo.FreePort("127.0.0.1")
-	run("healthswitch + 1,000 reports/s", healthswitchCorefile(port3, api3, dir), port3, true)
-	return out, notes
+	// Interleaved rounds, best round kept: the machine is shared, and a
+	// neighbour's burst should not decide a comparison.
+	for round := range dnsRounds {
+		log.Printf("dnsperf round %d/%d", round+1, dnsRounds)
+		port1, _ := demo.FreePort("127.0.0.1")
+		run("hosts (baseline)", hostsCorefile(port1, hostsFile), port1, false)
+		port2, _ := demo.FreePort("127.0.0.1")
+		api2, _ := demo.FreePort("127.0.0.1")
+		run("healthswitch", healthswitchCorefile(port2, api2, dir), port2, false)
+		port3, _ := demo.FreePort("127.0.0.1")
+		api3, _ := demo.FreePort("127.0.0.1")
+		run("healthswitch + 1,000 reports/s", healthswitchCorefile(port3, api3, dir), port3, true)
+	}
+	var best []DNSResult
+	for _, r := range out {
+		i := slices.IndexFunc(best, func(b DNSResult) bool { return b.Name == r.Name })
+		switch {
+		case i < 0:
+			best = append(best, r)
+		case r.QPS > best[i].QPS:
+			r.Rounds = append(best[i].Rounds, best[i].QPS)
+			best[i] = r
+		default:
+			best[i].Rounds = append(best[i].Rounds, r.QPS)
+		}
+	}
+	for i := range best {
+		best[i].Rounds = append(best[i].Rounds, best[i].QPS)
+	}
+	return best, notes
 }
 
 func hostsCorefile(port int, hostsFile string) string {
