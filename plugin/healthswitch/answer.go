@@ -3,18 +3,31 @@ package healthswitch
 import (
 	"math/rand/v2"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
 )
 
 // snapshot is everything a query needs, built whenever a cluster changes
-// state and never modified after it is published.
+// state and never modified after it is published. The name table is built
+// once per configuration and shared by every snapshot; a transition only
+// rebuilds the answer sets, one per distinct list of serving clusters, so
+// its cost does not grow with the number of names.
 type snapshot struct {
 	epoch uint64
-	names map[string]*entry // every name that exists: apexes, apps and the empty non-terminals between them
-	zones map[string]*zoneRecords
+	*nameTable
+	sets []setPair // indexed by entry.set
 }
+
+// nameTable is the part of the answers that only the configuration changes.
+type nameTable struct {
+	names  map[string]*entry // every name that exists: apexes, apps and the empty non-terminals between them
+	zones  map[string]*zoneRecords
+	groups [][]string // the distinct cluster lists of the apps; entry.set indexes them
+}
+
+type setPair struct{ a, aaaa *answerSet }
 
 type zoneRecords struct {
 	soa *dns.SOA
@@ -25,8 +38,18 @@ type zoneRecords struct {
 type entry struct {
 	zone string
 	apex bool
-	a    *answerSet // nil when the name is no app
-	aaaa *answerSet
+	set  int // index into snapshot.sets; -1 when the name is no app
+}
+
+// answers returns the A or AAAA answer set of e, nil when e is no app.
+func (s *snapshot) answers(e *entry, qtype uint16) *answerSet {
+	if e.set < 0 {
+		return nil
+	}
+	if qtype == dns.TypeAAAA {
+		return s.sets[e.set].aaaa
+	}
+	return s.sets[e.set].a
 }
 
 // answerSet holds what A or AAAA queries for one name are answered with.
@@ -89,26 +112,42 @@ type clusterView struct {
 	share   float64 // (0,1]: below 1 while slow start ramps it in
 }
 
-func buildSnapshot(cfg *config, epoch uint64, views map[string]clusterView, serial uint32) *snapshot {
-	s := &snapshot{epoch: epoch, names: map[string]*entry{}, zones: map[string]*zoneRecords{}}
+func newNameTable(cfg *config, serial uint32) *nameTable {
+	t := &nameTable{names: map[string]*entry{}, zones: map[string]*zoneRecords{}}
 	for _, z := range cfg.zones {
-		s.zones[z] = zoneRecordsFor(cfg, z, serial)
-		s.names[z] = &entry{zone: z, apex: true}
+		t.zones[z] = zoneRecordsFor(cfg, z, serial)
+		t.names[z] = &entry{zone: z, apex: true, set: -1}
 	}
+	groupIndex := map[string]int{}
 	for _, ap := range cfg.apps {
-		e := s.names[ap.name]
+		key := strings.Join(ap.clusters, " ")
+		g, ok := groupIndex[key]
+		if !ok {
+			g = len(t.groups)
+			groupIndex[key] = g
+			t.groups = append(t.groups, ap.clusters)
+		}
+		e := t.names[ap.name]
 		if e == nil {
 			e = &entry{zone: ap.zone}
-			s.names[ap.name] = e
+			t.names[ap.name] = e
 		}
-		e.a, e.aaaa = answerSets(cfg, ap, views)
+		e.set = g
 		// Names between the app and its zone exist too (RFC 8020): they
 		// answer NODATA, never NXDOMAIN.
 		for n := parentName(ap.name); n != "" && n != ap.zone && dns.IsSubDomain(ap.zone, n); n = parentName(n) {
-			if s.names[n] == nil {
-				s.names[n] = &entry{zone: ap.zone}
+			if t.names[n] == nil {
+				t.names[n] = &entry{zone: ap.zone, set: -1}
 			}
 		}
+	}
+	return t
+}
+
+func buildSnapshot(cfg *config, epoch uint64, views map[string]clusterView, table *nameTable) *snapshot {
+	s := &snapshot{epoch: epoch, nameTable: table, sets: make([]setPair, len(table.groups))}
+	for i, clusters := range table.groups {
+		s.sets[i].a, s.sets[i].aaaa = answerSets(cfg, clusters, views)
 	}
 	return s
 }
@@ -121,10 +160,10 @@ func parentName(n string) string {
 	return n[i:]
 }
 
-func answerSets(cfg *config, ap app, views map[string]clusterView) (a, aaaa *answerSet) {
+func answerSets(cfg *config, clusters []string, views map[string]clusterView) (a, aaaa *answerSet) {
 	a, aaaa = &answerSet{}, &answerSet{}
 	var up []clusterView
-	for _, name := range ap.clusters {
+	for _, name := range clusters {
 		v := views[name]
 		a.fallback = append(a.fallback, v.cfg.v4...)
 		aaaa.fallback = append(aaaa.fallback, v.cfg.v6...)

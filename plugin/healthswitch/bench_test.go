@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,4 +94,51 @@ func BenchmarkIngest(b *testing.B) {
 		lat += time.Since(start)
 	}
 	b.ReportMetric(float64(lat.Microseconds())/float64(b.N), "us-received-to-applied")
+}
+
+// BenchmarkPublishAtScale is the cost of one transition with 10,000 names and
+// 100 clusters: rebuilding and swapping the answer snapshot.
+func BenchmarkPublishAtScale(b *testing.B) {
+	for _, tc := range []struct {
+		name  string
+		serve func(n int) string // the cluster list of name n
+	}{
+		{"every-name-all-clusters", func(int) string { return allClusters(100) }},
+		{"100-distinct-pairs", func(n int) string { return fmt.Sprintf("c%d c%d", n%100, (n+1)%100) }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			var sb strings.Builder
+			sb.WriteString("healthswitch {\n")
+			for c := range 100 {
+				fmt.Fprintf(&sb, " cluster c%d 10.%d.%d.1\n", c, c/250, c%250)
+			}
+			for n := range 10000 {
+				fmt.Fprintf(&sb, " app n%d.svc1.net %s\n", n, tc.serve(n))
+			}
+			sb.WriteString("}")
+			c := caddy.NewTestController("dns", sb.String())
+			c.ServerBlockKeys = []string{"svc1.net.:53"}
+			cfg, err := parse(c)
+			if err != nil {
+				b.Fatal(err)
+			}
+			e := newEngine(cfg)
+			cs := e.clusters["c7"]
+			b.ReportAllocs()
+			for b.Loop() {
+				e.mu.Lock()
+				cs.drained = !cs.drained
+				e.update(cs, cause{})
+				e.mu.Unlock()
+			}
+		})
+	}
+}
+
+func allClusters(n int) string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("c%d", i)
+	}
+	return strings.Join(names, " ")
 }

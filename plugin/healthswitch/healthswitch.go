@@ -64,11 +64,7 @@ func (h *HealthSwitch) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 	owner := state.QName()
 	switch state.QType() {
 	case dns.TypeA, dns.TypeAAAA:
-		set := e.a
-		if state.QType() == dns.TypeAAAA {
-			set = e.aaaa
-		}
-		if set != nil {
+		if set := snap.answers(e, state.QType()); set != nil {
 			ips, rcode := h.addresses(set)
 			if rcode != dns.RcodeSuccess {
 				return rcode, nil

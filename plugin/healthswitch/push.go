@@ -135,9 +135,10 @@ func (e *engine) applyReport(rep *report.Report, signedAt, received time.Time) *
 	reportAge.WithLabelValues(rep.Cluster).Set(received.Sub(rep.SentAt).Seconds())
 	lastReportTime.WithLabelValues(rep.Cluster).Set(float64(received.UnixNano()) / 1e9)
 
-	observed := rep.SentAt
+	var observed time.Time
 	if rep.Healthy {
 		cs.sidecar, cs.sidecarWhy = sigUp, "healthy"
+		observed = recovered(rep)
 	} else {
 		cs.sidecar = sigDown
 		cs.sidecarWhy, observed = failing(rep)
@@ -170,6 +171,22 @@ func failing(rep *report.Report) (string, time.Time) {
 		return "reported unhealthy", observed
 	}
 	return strings.Join(parts, "; "), observed
+}
+
+// recovered is when a healthy report's checks were last observed: the
+// latest run of a critical check, which is the run that found the last
+// failing one healthy again.
+func recovered(rep *report.Report) time.Time {
+	var observed time.Time
+	for _, c := range rep.Checks {
+		if c.Critical && c.ObservedAt.After(observed) && !c.ObservedAt.After(rep.SentAt) {
+			observed = c.ObservedAt
+		}
+	}
+	if observed.IsZero() {
+		return rep.SentAt
+	}
+	return observed
 }
 
 // armStale (re)starts the countdown after which the sidecar's signal is

@@ -266,3 +266,28 @@ func TestKeyRollover(t *testing.T) {
 		t.Error("notifications are not signed with the first (new) key")
 	}
 }
+
+// A recovery is dated by the check run that saw it, not by when the report
+// was sent; so is a failure.
+func TestEventObservedTimes(t *testing.T) {
+	h := newPushHS(t, "")
+	sent := time.Now().UTC()
+	failedAt, recoveredAt := sent.Add(-80*time.Millisecond), sent.Add(-30*time.Millisecond)
+	send := func(seq uint64, healthy bool, checks ...report.Check) {
+		r := report.Report{Version: 1, Cluster: "east", BootID: "b", Sequence: seq, SentAt: sent, Healthy: healthy, Checks: checks}
+		b, _ := r.Encode()
+		if rec := post(t, h, "/v1/report", b, pushKey, time.Now()); rec.Code != 204 {
+			t.Fatal(rec.Code, rec.Body)
+		}
+	}
+	send(1, false, report.Check{Name: "web", Critical: true, ObservedAt: failedAt},
+		report.Check{Name: "db", Critical: true, Healthy: true, ObservedAt: sent.Add(-10 * time.Millisecond)})
+	send(2, true, report.Check{Name: "web", Critical: true, Healthy: true, ObservedAt: recoveredAt},
+		report.Check{Name: "db", Critical: true, Healthy: true, ObservedAt: sent.Add(-50 * time.Millisecond)})
+	h.engine.mu.Lock()
+	defer h.engine.mu.Unlock()
+	ev := h.engine.events
+	if len(ev) != 2 || !ev[0].ObservedAt.Equal(failedAt) || !ev[1].ObservedAt.Equal(recoveredAt) {
+		t.Errorf("events %+v: want observed %s then %s", ev, failedAt, recoveredAt)
+	}
+}

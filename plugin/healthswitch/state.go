@@ -92,7 +92,7 @@ type engine struct {
 	cfg     *config
 	now     func() time.Time
 	started time.Time
-	serial  uint32
+	table   *nameTable
 
 	snap atomic.Pointer[snapshot]
 
@@ -110,7 +110,7 @@ type engine struct {
 }
 
 func newEngine(cfg *config) *engine {
-	e := &engine{cfg: cfg, now: time.Now, serial: serialNow(), clusters: map[string]*clusterState{}, done: make(chan struct{})}
+	e := &engine{cfg: cfg, now: time.Now, table: newNameTable(cfg, serialNow()), clusters: map[string]*clusterState{}, done: make(chan struct{})}
 	now := e.now()
 	for _, cl := range cfg.clusters {
 		cs := &clusterState{cfg: cl, state: StateUnknown, since: now, reason: "no signal yet", sidecar: sigNone, probe: sigNone}
@@ -143,7 +143,7 @@ func (e *engine) publish(now time.Time) {
 		}
 		views[name] = clusterView{cfg: cs.cfg, serving: serving, share: share}
 	}
-	e.snap.Store(buildSnapshot(e.cfg, e.epoch, views, e.serial))
+	e.snap.Store(buildSnapshot(e.cfg, e.epoch, views, e.table))
 	snapshotEpoch.Set(float64(e.epoch))
 }
 

@@ -85,11 +85,11 @@ func (h *HealthSwitch) status() statusDoc {
 		doc.Clusters = append(doc.Clusters, st)
 	}
 	for _, ap := range h.cfg.apps {
-		en := snap.names[ap.name]
-		ns := nameStatus{Name: ap.name, AllDown: en.a.allDown, A: answered(en.a, h.cfg.allDown), AAAA: answered(en.aaaa, h.cfg.allDown)}
-		if h.cfg.policy == policyWeighted || !en.a.allDown && en.a.flat == nil {
+		set := snap.sets[snap.names[ap.name].set]
+		ns := nameStatus{Name: ap.name, AllDown: set.a.allDown, A: answered(set.a, h.cfg.allDown), AAAA: answered(set.aaaa, h.cfg.allDown)}
+		if h.cfg.policy == policyWeighted || !set.a.allDown && set.a.flat == nil {
 			ns.Weights = map[string]float64{}
-			for _, g := range append(append([]group(nil), en.a.groups...), en.aaaa.groups...) {
+			for _, g := range append(append([]group(nil), set.a.groups...), set.aaaa.groups...) {
 				ns.Weights[g.cluster] = g.weight
 			}
 		}
