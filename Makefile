@@ -14,9 +14,10 @@ build: ## build bin/coredns and bin/healthswitch-sidecar
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/coredns ./cmd/coredns
 	@if [ -d cmd/healthswitch-sidecar ]; then $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/healthswitch-sidecar ./cmd/healthswitch-sidecar; fi
 
-test: build ## run every test (race detector on); needs the binaries
+test: build ## run every test (race detector on) and the runnable commands of the docs
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
+	scripts/docs-check.sh
 
 test-short: ## quick unit tests only
 	$(GO) test -short -count=1 ./...
