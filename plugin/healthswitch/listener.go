@@ -1,6 +1,7 @@
 package healthswitch
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 type sharedListener struct {
 	addr      string
 	boundAddr string
+	ln        net.Listener
 	srv       *http.Server
 	current   atomic.Pointer[HealthSwitch]
 	owners    map[*HealthSwitch]bool
@@ -77,7 +79,7 @@ func listen(addr string, tlsCfg *tls.Config) (*sharedListener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("push API: %w", err)
 	}
-	sl := &sharedListener{addr: addr, boundAddr: ln.Addr().String(), owners: map[*HealthSwitch]bool{}}
+	sl := &sharedListener{addr: addr, boundAddr: ln.Addr().String(), ln: ln, owners: map[*HealthSwitch]bool{}}
 	sl.srv = &http.Server{
 		Handler:           sl,
 		ReadHeaderTimeout: 2 * time.Second,
@@ -120,7 +122,15 @@ func (h *HealthSwitch) releaseListener() {
 	}
 	if len(sl.owners) == 0 {
 		delete(listeners.m, sl.addr)
-		sl.srv.Close()
+		// The address is free when this returns; requests in flight finish.
+		sl.ln.Close()
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if sl.srv.Shutdown(ctx) != nil {
+				sl.srv.Close()
+			}
+		}()
 	}
 }
 
