@@ -25,12 +25,16 @@ func (h *HealthSwitch) start() error {
 	live.Lock()
 	prev := live.m[h.key()]
 	live.Unlock()
-	if prev != nil && prev != h.engine {
-		h.engine.inherit(prev)
-	}
 	h.engine.mu.Lock()
 	h.engine.started = h.engine.now()
 	h.engine.mu.Unlock()
+	if prev != nil && prev != h.engine {
+		h.engine.inherit(prev)
+	} else {
+		h.engine.mu.Lock()
+		h.engine.publish(h.engine.now())
+		h.engine.mu.Unlock()
+	}
 	if err := h.startListener(); err != nil {
 		return err
 	}

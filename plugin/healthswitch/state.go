@@ -144,7 +144,11 @@ func (e *engine) publish(now time.Time) {
 		views[name] = clusterView{cfg: cs.cfg, serving: serving, share: share}
 	}
 	e.snap.Store(buildSnapshot(e.cfg, e.epoch, views, e.table))
-	snapshotEpoch.Set(float64(e.epoch))
+	if !e.started.IsZero() {
+		// A new instance being set up on reload must not overwrite the
+		// epoch of the one still serving.
+		snapshotEpoch.Set(float64(e.epoch))
+	}
 }
 
 // minShare is where slow start begins: a recovered cluster gets this
