@@ -1,4 +1,6 @@
 # healthswitch: `make help` lists the targets.
+SHELL   := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 GO      ?= go
 BIN     := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
