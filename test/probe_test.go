@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -228,8 +230,11 @@ func TestNotifyWebhookSigned(t *testing.T) {
 	}
 }
 
-// A report reaching one of three peered DNS servers reaches all of them.
+// A report, or a drain, reaching one of three peered DNS servers reaches all
+// of them.
 func TestPeersConverge(t *testing.T) {
+	admin := filepath.Join(t.TempDir(), "admin.key")
+	os.WriteFile(admin, []byte("admin-key-0123456789"), 0o600)
 	ports := []int{freePort(t), freePort(t), freePort(t)}
 	var servers []*realServer
 	for i := range ports {
@@ -239,7 +244,7 @@ func TestPeersConverge(t *testing.T) {
 				peers = append(peers, fmt.Sprintf("http://127.0.0.1:%d", p))
 			}
 		}
-		servers = append(servers, realCoreDNSOn(t, pushCorefile(t, "peers "+strings.Join(peers, " ")), ports[i]))
+		servers = append(servers, realCoreDNSOn(t, pushCorefile(t, "peers "+strings.Join(peers, " ")+"\nadmin_key_file "+admin), ports[i]))
 	}
 	p := &pusher{cluster: "east", boot: "b", key: []byte(eastKey)}
 	if code, _ := p.push(servers[0].api, false); code != 204 {
@@ -253,6 +258,19 @@ func TestPeersConverge(t *testing.T) {
 		if m := metrics(t, s); !strings.Contains(m, `coredns_healthswitch_reports_accepted_total{cluster="east",forwarded="true"} 1`) {
 			t.Errorf("peer %d: forwarded reports: %s", i+1, grepLines(m, "reports_accepted"))
 		}
+	}
+	// An operator drain on the last server reaches the other two.
+	if code, err := postSigned(servers[2].api+"/v1/clusters/west/drain", []byte(`{"action":"drain","cluster":"west"}`), []byte("admin-key-0123456789"), time.Now()); code != 200 {
+		t.Fatalf("drain: %d %v", code, err)
+	}
+	for i, s := range servers {
+		waitFor(t, 3*time.Second, fmt.Sprintf("server %d to show west drained", i), func() bool {
+			var st struct {
+				Clusters []struct{ Name, State string }
+			}
+			getJSON(t, s.api+"/v1/status", &st)
+			return st.Clusters[1].State == "drained"
+		})
 	}
 }
 

@@ -99,7 +99,7 @@ func TestReloadKeepsServingAndState(t *testing.T) {
 	pause()
 	drain := func(p int) {
 		t.Helper()
-		if code, err := postSigned(api(p)+"/v1/clusters/west/drain", nil, []byte("admin-key-0123456789"), time.Now()); code != 200 {
+		if code, err := postSigned(api(p)+"/v1/clusters/west/drain", []byte(`{"action":"drain","cluster":"west"}`), []byte("admin-key-0123456789"), time.Now()); code != 200 {
 			t.Fatalf("drain: %d %v", code, err)
 		}
 	}

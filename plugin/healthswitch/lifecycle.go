@@ -90,6 +90,9 @@ func (e *engine) inherit(old *engine) {
 	now := e.now()
 	e.epoch = old.epoch
 	e.events = append([]Event(nil), old.events...)
+	for sig, until := range old.adminSeen {
+		e.adminSeen[sig] = until
+	}
 	for name, ocs := range old.clusters {
 		cs := e.clusters[name]
 		if cs == nil {

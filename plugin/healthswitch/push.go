@@ -1,6 +1,7 @@
 package healthswitch
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -226,14 +227,34 @@ func (e *engine) noteDisagreement(cs *clusterState) {
 	cs.disagree = dis
 }
 
+// adminRequest is the body of an operator action. The signature covers the
+// body only, so the body names the action and the cluster: a signed drain of
+// one cluster cannot be replayed as an undrain, or against another cluster.
+type adminRequest struct {
+	Action  string `json:"action"`
+	Cluster string `json:"cluster"`
+	Reason  string `json:"reason,omitempty"`
+}
+
 func (h *HealthSwitch) handleDrain(drain bool) http.HandlerFunc {
+	action := "undrain"
+	if drain {
+		action = "drain"
+	}
 	return func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
 		body, aerr := readBody(r)
 		if aerr == nil {
 			aerr = h.authorizeAdmin(body, r.Header)
 		}
 		if aerr == nil {
-			if err := h.engine.setDrained(r.PathValue("name"), drain); err != nil {
+			aerr = checkAdminBody(body, action, name)
+		}
+		if aerr == nil && !h.engine.firstUse(r.Header.Get(report.HeaderSignature), h.engine.now(), 2*h.cfg.skew) {
+			aerr = reject(http.StatusConflict, "replay", "this signed request was already applied")
+		}
+		if aerr == nil {
+			if err := h.engine.setDrained(name, drain); err != nil {
 				aerr = reject(http.StatusNotFound, "unknown_cluster", "%v", err)
 			}
 		}
@@ -242,10 +263,21 @@ func (h *HealthSwitch) handleDrain(drain bool) http.HandlerFunc {
 			return
 		}
 		if r.Header.Get(report.HeaderForwarded) == "" {
-			h.engine.forwardDrain(r.PathValue("name"), drain, body)
+			h.engine.forwardDrain(name, drain, body)
 		}
 		h.handleStatus(w, r)
 	}
+}
+
+func checkAdminBody(body []byte, action, cluster string) *apiError {
+	var req adminRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || req.Action != action || req.Cluster != cluster {
+		return reject(http.StatusBadRequest, "malformed",
+			`body must be {"action":%q,"cluster":%q} with an optional "reason", matching the path`, action, cluster)
+	}
+	return nil
 }
 
 // authorizeAdmin checks a request signed like a report, with the admin key.
@@ -261,4 +293,21 @@ func (h *HealthSwitch) authorizeAdmin(body []byte, hdr http.Header) *apiError {
 		return reject(http.StatusUnauthorized, "signature", "%v", err)
 	}
 	return nil
+}
+
+// firstUse remembers an operator request's signature for as long as its
+// timestamp is acceptable, and reports whether it is new.
+func (e *engine) firstUse(sig string, now time.Time, keep time.Duration) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for s, until := range e.adminSeen {
+		if now.After(until) {
+			delete(e.adminSeen, s)
+		}
+	}
+	if _, seen := e.adminSeen[sig]; seen {
+		return false
+	}
+	e.adminSeen[sig] = now.Add(keep)
+	return true
 }

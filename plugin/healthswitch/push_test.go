@@ -3,6 +3,7 @@ package healthswitch
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -191,32 +192,65 @@ func TestDetectBothTruthTable(t *testing.T) {
 	}
 }
 
+func adminBody(action, cluster string) []byte {
+	return []byte(fmt.Sprintf(`{"action":%q,"cluster":%q,"reason":"maintenance"}`, action, cluster))
+}
+
 func TestDrainAPI(t *testing.T) {
 	admin := writeKey(t, "admin-key-0123456789")
 	h := newPushHS(t, "admin_key_file "+admin)
 	adminKey := []byte("admin-key-0123456789")
-	if rec := post(t, h, "/v1/clusters/east/drain", nil, nil, time.Now()); rec.Code != 401 {
-		t.Errorf("unsigned drain: %d", rec.Code)
+	drainEast := adminBody("drain", "east")
+	tests := []struct {
+		name   string
+		path   string
+		body   []byte
+		key    []byte
+		status int
+	}{
+		{"unsigned", "/v1/clusters/east/drain", drainEast, nil, 401},
+		{"signed with a cluster key", "/v1/clusters/east/drain", drainEast, pushKey, 401},
+		{"unknown cluster", "/v1/clusters/nope/drain", adminBody("drain", "nope"), adminKey, 404},
+		{"empty body", "/v1/clusters/east/drain", nil, adminKey, 400},
+		{"body for another cluster", "/v1/clusters/west/drain", drainEast, adminKey, 400},
+		{"drain body on undrain", "/v1/clusters/east/undrain", drainEast, adminKey, 400},
 	}
-	if rec := post(t, h, "/v1/clusters/east/drain", nil, pushKey, time.Now()); rec.Code != 401 {
-		t.Errorf("drain signed with a cluster key: %d", rec.Code)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if rec := post(t, h, tc.path, tc.body, tc.key, time.Now()); rec.Code != tc.status {
+				t.Errorf("status %d, want %d: %s", rec.Code, tc.status, rec.Body)
+			}
+			if s := state(h, "east"); s != StateUnknown {
+				t.Errorf("east %s after a refused request", s)
+			}
+		})
 	}
-	if rec := post(t, h, "/v1/clusters/nope/drain", nil, adminKey, time.Now()); rec.Code != 404 {
-		t.Errorf("drain of unknown cluster: %d", rec.Code)
-	}
-	if rec := post(t, h, "/v1/clusters/east/drain", []byte(`{"reason":"maintenance"}`), adminKey, time.Now()); rec.Code != 200 {
+
+	req := httptest.NewRequest(http.MethodPost, "/v1/clusters/east/drain", bytes.NewReader(drainEast))
+	report.SignRequest(req, adminKey, time.Now(), drainEast)
+	rec := httptest.NewRecorder()
+	h.api.ServeHTTP(rec, req)
+	if rec.Code != 200 {
 		t.Fatalf("drain: %d %s", rec.Code, rec.Body)
 	}
 	if s := state(h, "east"); s != StateDrained {
 		t.Errorf("east %s after drain", s)
+	}
+	// The same signed request again is a replay.
+	again := httptest.NewRequest(http.MethodPost, "/v1/clusters/east/drain", bytes.NewReader(drainEast))
+	again.Header = req.Header.Clone()
+	rec = httptest.NewRecorder()
+	h.api.ServeHTTP(rec, again)
+	if rec.Code != 409 {
+		t.Errorf("replayed drain: %d, want 409", rec.Code)
 	}
 	// A healthy report does not undo a drain.
 	post(t, h, "/v1/report", body(t, "east", "b1", 1, true), pushKey, time.Now())
 	if s := state(h, "east"); s != StateDrained {
 		t.Errorf("east %s after a healthy report while drained", s)
 	}
-	if rec := post(t, h, "/v1/clusters/east/undrain", nil, adminKey, time.Now()); rec.Code != 200 {
-		t.Fatalf("undrain: %d", rec.Code)
+	if rec := post(t, h, "/v1/clusters/east/undrain", adminBody("undrain", "east"), adminKey, time.Now()); rec.Code != 200 {
+		t.Fatalf("undrain: %d %s", rec.Code, rec.Body)
 	}
 	if s := state(h, "east"); s != StateUp {
 		t.Errorf("east %s after undrain", s)
@@ -225,7 +259,7 @@ func TestDrainAPI(t *testing.T) {
 
 func TestDrainWithoutAdminKey(t *testing.T) {
 	h := newPushHS(t, "")
-	if rec := post(t, h, "/v1/clusters/east/drain", nil, pushKey, time.Now()); rec.Code != 403 {
+	if rec := post(t, h, "/v1/clusters/east/drain", adminBody("drain", "east"), pushKey, time.Now()); rec.Code != 403 {
 		t.Errorf("drain without admin_key_file configured: %d", rec.Code)
 	}
 }

@@ -96,21 +96,22 @@ type engine struct {
 
 	snap atomic.Pointer[snapshot]
 
-	mu       sync.Mutex
-	clusters map[string]*clusterState
-	epoch    uint64
-	events   []Event
-	stopped  bool
-	ramping  bool
-	done     chan struct{} // closed by stopBackground
-	ticker   *time.Ticker
-	client   *http.Client // notify and peers
-	peers    []*outbox
-	onChange []func(cs *clusterState, ev Event) // called with mu held; must not block
+	mu        sync.Mutex
+	clusters  map[string]*clusterState
+	epoch     uint64
+	events    []Event
+	stopped   bool
+	ramping   bool
+	done      chan struct{} // closed by stopBackground
+	ticker    *time.Ticker
+	client    *http.Client // notify and peers
+	peers     []*outbox
+	adminSeen map[string]time.Time               // signatures of applied operator requests, until they expire
+	onChange  []func(cs *clusterState, ev Event) // called with mu held; must not block
 }
 
 func newEngine(cfg *config) *engine {
-	e := &engine{cfg: cfg, now: time.Now, table: newNameTable(cfg, serialNow()), clusters: map[string]*clusterState{}, done: make(chan struct{})}
+	e := &engine{cfg: cfg, now: time.Now, table: newNameTable(cfg, serialNow()), clusters: map[string]*clusterState{}, adminSeen: map[string]time.Time{}, done: make(chan struct{})}
 	now := e.now()
 	for _, cl := range cfg.clusters {
 		cs := &clusterState{cfg: cl, state: StateUnknown, since: now, reason: "no signal yet", sidecar: sigNone, probe: sigNone}
