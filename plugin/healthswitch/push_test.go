@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -323,5 +324,80 @@ func TestEventObservedTimes(t *testing.T) {
 	ev := h.engine.events
 	if len(ev) != 2 || !ev[0].ObservedAt.Equal(failedAt) || !ev[1].ObservedAt.Equal(recoveredAt) {
 		t.Errorf("events %+v: want observed %s then %s", ev, failedAt, recoveredAt)
+	}
+}
+
+func TestEventsSince(t *testing.T) {
+	h := newPushHS(t, "")
+	post(t, h, "/v1/report", body(t, "east", "b", 1, false), pushKey, time.Now())
+	post(t, h, "/v1/report", body(t, "east", "b", 2, true), pushKey, time.Now())
+	get := func(q string) (int, []Event) {
+		rec := httptest.NewRecorder()
+		h.api.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/events"+q, nil))
+		var ev struct{ Events []Event }
+		json.Unmarshal(rec.Body.Bytes(), &ev)
+		return rec.Code, ev.Events
+	}
+	_, all := get("")
+	if len(all) != 2 {
+		t.Fatalf("events: %+v", all)
+	}
+	if _, ev := get(fmt.Sprintf("?since=%d", all[0].Epoch)); len(ev) != 1 || ev[0].Epoch != all[1].Epoch {
+		t.Errorf("since the first: %+v", ev)
+	}
+	if _, ev := get(fmt.Sprintf("?since=%d", all[1].Epoch)); len(ev) != 0 {
+		t.Errorf("since the last: %+v", ev)
+	}
+	if code, _ := get("?since=yesterday"); code != 400 {
+		t.Errorf("bad since: %d", code)
+	}
+}
+
+// Requests past the in-flight bound are refused at once, not queued.
+func TestInFlightBound(t *testing.T) {
+	h := newPushHS(t, "")
+	srv := httptest.NewServer(h.api)
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	// Each of these holds a slot: it promised a body it never finishes.
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range maxInFlight {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		fmt.Fprintf(c, "POST /v1/report HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+	}
+	status := func() int {
+		resp, err := http.Get(srv.URL + "/v1/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for status() != http.StatusServiceUnavailable {
+		if time.Now().After(deadline) {
+			t.Fatalf("still served with %d requests in flight", maxInFlight)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	held = nil
+	deadline = time.Now().Add(5 * time.Second)
+	for status() != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("not served again after the slow requests went away")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"time"
 )
 
@@ -122,9 +123,25 @@ func (h *HealthSwitch) handleStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, h.status())
 }
 
+// handleEvents lists the recent transitions; ?since=EPOCH only those after
+// that epoch, so a poller fetches what is new.
 func (h *HealthSwitch) handleEvents(w http.ResponseWriter, r *http.Request) {
+	var since uint64
+	if v := r.URL.Query().Get("since"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeError(w, reject(http.StatusBadRequest, "malformed", "since=%q is not an epoch", v))
+			return
+		}
+		since = n
+	}
 	h.engine.mu.Lock()
-	events := append([]Event{}, h.engine.events...)
+	events := []Event{}
+	for _, ev := range h.engine.events {
+		if ev.Epoch > since {
+			events = append(events, ev)
+		}
+	}
 	h.engine.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{"events": events})
 }
