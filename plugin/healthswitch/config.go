@@ -64,7 +64,6 @@ type clusterConfig struct {
 	name     string
 	v4, v6   []net.IP
 	probes   []string
-	keyFiles []string
 	key      []byte   // signs notifications; nil: this cluster cannot push reports
 	keys     [][]byte // verify reports: the current key and any being rolled over
 	priority int

@@ -116,7 +116,7 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 		}
 		cfg.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	case "admin_key_file":
-		_, cfg.adminKeys, err = keyArgs(c)
+		cfg.adminKeys, err = keyArgs(c)
 	case "peers":
 		cfg.peers, err = urlArgs(c, "http", "https")
 	case "ns":
@@ -208,7 +208,7 @@ func parseClusterProperty(c *caddy.Controller, cl *clusterConfig) error {
 		urls, err = urlArgs(c, "http", "https", "tcp")
 		cl.probes = append(cl.probes, urls...)
 	case "key_file":
-		cl.keyFiles, cl.keys, err = keyArgs(c)
+		cl.keys, err = keyArgs(c)
 		if err == nil {
 			cl.key = cl.keys[0]
 		}
@@ -370,20 +370,21 @@ func listenArg(c *caddy.Controller) (string, error) {
 
 // keyArgs reads one or more key files: the first is the current key, the
 // others are accepted too while a rollover is under way.
-func keyArgs(c *caddy.Controller) (paths []string, keys [][]byte, err error) {
+func keyArgs(c *caddy.Controller) ([][]byte, error) {
 	prop := c.Val()
-	paths = c.RemainingArgs()
+	paths := c.RemainingArgs()
 	if len(paths) == 0 {
-		return nil, nil, c.ArgErr()
+		return nil, c.ArgErr()
 	}
+	var keys [][]byte
 	for _, p := range paths {
 		key, err := report.LoadKey(p)
 		if err != nil {
-			return nil, nil, c.Errf("%s: %v", prop, err)
+			return nil, c.Errf("%s: %v", prop, err)
 		}
 		keys = append(keys, key)
 	}
-	return paths, keys, nil
+	return keys, nil
 }
 
 func urlArgs(c *caddy.Controller, schemes ...string) ([]string, error) {

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/healthswitch/healthswitch/internal/hysteresis"
 	"github.com/healthswitch/healthswitch/report"
 )
 
@@ -279,24 +278,6 @@ func (e *engine) armHolddown(cs *clusterState, d time.Duration) {
 		defer e.mu.Unlock()
 		e.update(cs, cause{})
 	})
-}
-
-// setProbe records the debounced result of a cluster's active probes.
-func (e *engine) setProbe(name string, st hysteresis.State, why string, observed time.Time) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	cs := e.clusters[name]
-	switch st {
-	case hysteresis.Up:
-		cs.probe = sigUp
-	case hysteresis.Down:
-		cs.probe = sigDown
-	default:
-		return
-	}
-	cs.probeWhy = why
-	cs.signaled = true
-	e.update(cs, cause{observed: observed, received: observed})
 }
 
 // setDrained takes a cluster out of (or back into) service by hand.
