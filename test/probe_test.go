@@ -91,7 +91,7 @@ func waitAnswer(t *testing.T, s *realServer, want string) {
 func TestProbeTakesClusterOutThoughSidecarHealthy(t *testing.T) {
 	east, west := newIngress(t), newIngress(t)
 	s := realCoreDNS(t, probeCorefile(t, east.srv.URL+"/healthz", "tcp://"+west.srv.Listener.Addr().String(), ""))
-	eastP := &pusher{cluster: "east", boot: "b", key: []byte(eastKey)}
+	eastP := newPusher("east", eastKey)
 	eastP.push(s.api, true)
 	waitProbes(t, s)
 	waitAnswer(t, s, "127.0.0.11 127.0.0.12")
@@ -112,7 +112,7 @@ func TestSidecarTakesClusterOutThoughProbePasses(t *testing.T) {
 	s := realCoreDNS(t, probeCorefile(t, east.srv.URL, west.srv.URL, ""))
 	waitProbes(t, s)
 	waitAnswer(t, s, "127.0.0.11 127.0.0.12")
-	eastP := &pusher{cluster: "east", boot: "b", key: []byte(eastKey)}
+	eastP := newPusher("east", eastKey)
 	if code, _ := eastP.push(s.api, false); code != 204 {
 		t.Fatal(code)
 	}
@@ -216,7 +216,7 @@ func TestNotifyWebhookSigned(t *testing.T) {
     }
 }
 `, eastKeyFile, hook.URL, westKeyFile))
-	p := &pusher{cluster: "east", boot: "b", key: []byte(eastKey)}
+	p := newPusher("east", eastKey)
 	p.push(s.api, false)
 	p.push(s.api, true)
 	waitFor(t, 5*time.Second, "two notifications", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 2 })
@@ -246,7 +246,7 @@ func TestPeersConverge(t *testing.T) {
 		}
 		servers = append(servers, realCoreDNSOn(t, pushCorefile(t, "peers "+strings.Join(peers, " ")+"\nadmin_key_file "+admin), ports[i]))
 	}
-	p := &pusher{cluster: "east", boot: "b", key: []byte(eastKey)}
+	p := newPusher("east", eastKey)
 	if code, _ := p.push(servers[0].api, false); code != 204 {
 		t.Fatal(code)
 	}

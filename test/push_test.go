@@ -16,6 +16,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/healthswitch/healthswitch/internal/demo"
 	"github.com/healthswitch/healthswitch/internal/testutil"
 	"github.com/healthswitch/healthswitch/report"
 )
@@ -139,18 +140,16 @@ func answerSet(addr, name string) string {
 	return strings.Join(ips, " ")
 }
 
-// pusher signs and sends reports for one cluster, as a sidecar would.
-type pusher struct {
-	cluster, boot string
-	key           []byte
-	seq           uint64
+// pusher is the demo's report sender, pointed at a push API per call.
+type pusher struct{ demo.Pusher }
+
+func newPusher(cluster, key string) *pusher {
+	return &pusher{demo.Pusher{Cluster: cluster, Boot: "b", Key: []byte(key)}}
 }
 
 func (p *pusher) push(api string, healthy bool) (int, error) {
-	p.seq++
-	r := report.Report{Version: 1, Cluster: p.cluster, BootID: p.boot, Sequence: p.seq, SentAt: time.Now().UTC(), Healthy: healthy, IntervalMS: 100}
-	b, _ := r.Encode()
-	return postSigned(api+"/v1/report", b, p.key, time.Now())
+	p.API = api
+	return p.Push(healthy)
 }
 
 func postSigned(url string, body, key []byte, ts time.Time) (int, error) {
@@ -201,8 +200,8 @@ func pushCorefile(t *testing.T, extra string) string {
 // stops answering with that cluster for every name, and takes it back.
 func TestRealBinaryPushedReportsSwitchAnswers(t *testing.T) {
 	s := realCoreDNS(t, pushCorefile(t, ""))
-	east := &pusher{cluster: "east", boot: "boot-1", key: []byte(eastKey)}
-	west := &pusher{cluster: "west", boot: "boot-1", key: []byte(westKey)}
+	east := newPusher("east", eastKey)
+	west := newPusher("west", westKey)
 	for _, p := range []*pusher{east, west} {
 		if code, err := p.push(s.api, true); err != nil || code != 204 {
 			t.Fatalf("healthy report: %d %v", code, err)
@@ -232,7 +231,7 @@ func TestRealBinaryPushedReportsSwitchAnswers(t *testing.T) {
 
 func TestRealBinaryRejectsBadReports(t *testing.T) {
 	s := realCoreDNS(t, pushCorefile(t, ""))
-	east := &pusher{cluster: "east", boot: "b", key: []byte(eastKey)}
+	east := newPusher("east", eastKey)
 	if code, _ := east.push(s.api, false); code != 204 {
 		t.Fatal(code)
 	}

@@ -25,10 +25,10 @@ func TestReadyPluginWaitsForFirstReports(t *testing.T) {
 	if code := ready(); code != http.StatusServiceUnavailable {
 		t.Fatalf("/ready before any report: %d, want 503", code)
 	}
-	(&pusher{cluster: "east", boot: "b", key: []byte(eastKey)}).push(s.api, true)
+	(newPusher("east", eastKey)).push(s.api, true)
 	if code := ready(); code != http.StatusServiceUnavailable {
 		t.Fatalf("/ready with west silent: %d, want 503", code)
 	}
-	(&pusher{cluster: "west", boot: "b", key: []byte(westKey)}).push(s.api, false)
+	(newPusher("west", westKey)).push(s.api, false)
 	waitFor(t, 3*time.Second, "/ready to answer 200", func() bool { return ready() == http.StatusOK })
 }

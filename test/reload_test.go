@@ -47,8 +47,8 @@ func TestReloadKeepsServingAndState(t *testing.T) {
 	api := func(p int) string { return fmt.Sprintf("http://127.0.0.1:%d", p) }
 
 	s := corednstest.Start(t, reloadCorefile(t, east, west, admin, dnsPort, port1, ""))
-	eastP := &pusher{cluster: "east", boot: "b", key: []byte(eastKey)}
-	westP := &pusher{cluster: "west", boot: "b", key: []byte(westKey)}
+	eastP := newPusher("east", eastKey)
+	westP := newPusher("west", westKey)
 	if code, err := eastP.push(api(port1), false); code != 204 {
 		t.Fatalf("east report: %d %v", code, err)
 	}
