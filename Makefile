@@ -7,10 +7,13 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GOFLAGS_BUILD := -trimpath -ldflags="$(LDFLAGS)"
 
-.PHONY: help build test test-short lint fmt demo demo-fail demo-heal demo-failover bench clean
+.PHONY: help deps build test test-short lint fmt demo demo-fail demo-heal demo-failover bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+deps: ## install (as root, Debian) every package the tests use; .ci/run calls it
+	scripts/deps.sh
 
 build: ## build bin/coredns and bin/healthswitch-sidecar
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/coredns ./cmd/coredns

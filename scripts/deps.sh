@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs (as root, on Debian) every package the tests use. `make deps` and
+# .ci/run call it; a package already installed is left alone.
+set -euo pipefail
+pkgs=(
+  dnsperf knot-dnsutils bind9-dnsutils   # DNS load and raw queries
+  nftables iptables iproute2 procps      # routing-rule checks in network namespaces
+  libvirt-clients libvirt-daemon         # vm preset and libvirt events (test driver via libvirtd)
+  postgresql mariadb-server redis-server # database checks against real servers
+  etcd-server etcd-client                # the shared store: a 3-member cluster on loopback
+  haproxy                                # ingress drain through the runtime API
+  chromium                               # the status page in headless Chromium
+  zonemaster-cli unbound bind9           # DNS conformance and resolvers in front of us
+  jq curl openssl python3                # docs-check and helpers
+)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  if [ "$(id -u)" != 0 ]; then echo "make deps: run as root to install packages" >&2; exit 1; fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# Services from these packages must not run on their own: tests start their own.
+for s in etcd haproxy libvirtd mariadb redis-server unbound named bind9 postgresql; do
+  systemctl stop "$s" >/dev/null 2>&1 || service "$s" stop >/dev/null 2>&1 || true
+done
