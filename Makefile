@@ -21,7 +21,7 @@ build: ## build bin/coredns and bin/healthswitch-sidecar
 
 test: build ## run every test (race detector on) and the runnable commands of the docs
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 30m ./...
+	$(GO) test -race -count=1 -timeout 30m -json ./... | $(GO) run ./internal/cmd/testsummary
 	scripts/docs-check.sh
 
 test-short: ## quick unit tests only
