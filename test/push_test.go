@@ -71,6 +71,12 @@ func realCoreDNS(t testing.TB, corefile string) *realServer {
 // realCoreDNSOn is realCoreDNS with a push API port chosen by the caller.
 func realCoreDNSOn(t testing.TB, corefile string, apiPort int) *realServer {
 	t.Helper()
+	return startCoreDNS(t, realBinary(t, "coredns"), corefile, apiPort)
+}
+
+// startCoreDNS is realCoreDNSOn with the CoreDNS binary chosen by the caller.
+func startCoreDNS(t testing.TB, bin, corefile string, apiPort int) *realServer {
+	t.Helper()
 	dnsPort, metricsPort := freePort(t), freePort(t)
 	corefile = strings.Replace(corefile, "    healthswitch {", fmt.Sprintf("    prometheus 127.0.0.1:%d\n    healthswitch {", metricsPort), 1)
 	corefile = strings.ReplaceAll(corefile, "DNSPORT", fmt.Sprint(dnsPort))
@@ -81,7 +87,7 @@ func realCoreDNSOn(t testing.TB, corefile string, apiPort int) *realServer {
 	}
 	s := &realServer{dns: fmt.Sprintf("127.0.0.1:%d", dnsPort), api: fmt.Sprintf("http://127.0.0.1:%d", apiPort),
 		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort), log: &bytes.Buffer{}}
-	s.cmd = exec.Command(realBinary(t, "coredns"), "-conf", path)
+	s.cmd = exec.Command(bin, "-conf", path)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
