@@ -150,4 +150,6 @@ func counted(m map[string]int) string {
 	return strings.Join(parts, ", ")
 }
 
-func secs(f float64) string { return (time.Duration(f * float64(time.Second))).Round(10 * time.Millisecond).String() }
+func secs(f float64) string {
+	return (time.Duration(f * float64(time.Second))).Round(10 * time.Millisecond).String()
+}
