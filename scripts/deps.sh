@@ -12,6 +12,7 @@ pkgs=(
   chromium                               # the status page in headless Chromium
   zonemaster-cli unbound bind9           # DNS conformance and resolvers in front of us
   jq curl openssl python3                # docs-check and helpers
+  # kubectl (for `kubectl kustomize` of examples/kubernetes) comes with the machine image, not Debian
 )
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
