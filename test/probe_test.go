@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -175,7 +176,22 @@ func TestHolddownAndSlowStartDistribution(t *testing.T) {
 		return float64(in) / float64(n)
 	}
 	early := share(200)
-	time.Sleep(2 * time.Second)
+	// The ramp is over when /v1/status shows east answered without weights.
+	waitFor(t, 5*time.Second, "the slow start to end", func() bool {
+		resp, err := http.Get(s.api + "/v1/status")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var doc struct {
+			Names []struct {
+				A       []string           `json:"a"`
+				Weights map[string]float64 `json:"weights"`
+			} `json:"names"`
+		}
+		return json.NewDecoder(resp.Body).Decode(&doc) == nil && len(doc.Names) == 1 &&
+			doc.Names[0].Weights == nil && slices.Contains(doc.Names[0].A, "127.0.0.11")
+	})
 	late := share(200)
 	t.Logf("east in %.0f%% of answers early in slow start, %.0f%% after", early*100, late*100)
 	if early > 0.6 || late != 1 {

@@ -113,13 +113,7 @@ func startCoreDNS(t testing.TB, bin, corefile string, apiPort int) *realServer {
 
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, d, what, cond)
 }
 
 func realQuery(addr, network, name string, qtype uint16) (*dns.Msg, error) {

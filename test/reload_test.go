@@ -94,7 +94,15 @@ func TestReloadKeepsServingAndState(t *testing.T) {
 			time.Sleep(2 * time.Millisecond)
 		}
 	}()
-	pause := func() { time.Sleep(150 * time.Millisecond) }
+	// pause lets the load run across each step: it returns once both the
+	// queries and the pushes have made progress since the last step.
+	pause := func() {
+		t.Helper()
+		q, p := queries.Load(), pushes.Load()
+		waitFor(t, 10*time.Second, "queries and pushes to go on", func() bool {
+			return queries.Load() >= q+200 && pushes.Load() >= p+20
+		})
+	}
 
 	pause()
 	drain := func(p int) {
