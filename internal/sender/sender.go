@@ -28,12 +28,14 @@ type Message struct {
 	URL    string
 	Body   []byte
 	Header http.Header // sent as is with every attempt
-	// Sign, when set, adds signature headers at each attempt, so every
-	// attempt carries a fresh timestamp.
-	Sign func(h http.Header, now time.Time, body []byte)
+	// Sign, when set, signs each attempt's request as it leaves (e.g. with
+	// report.SignRequest), so every attempt carries a fresh timestamp.
+	Sign func(req *http.Request, now time.Time, body []byte)
 	// Run replaces the POST. A nil error is delivered; an error wrapping
 	// ErrRetry is retried; any other error is given up.
 	Run func(ctx context.Context) error
+	// Timeout, when set, replaces the sender's timeout for this message.
+	Timeout time.Duration
 }
 
 // ErrRetry marks an error of Message.Run worth another attempt.
@@ -266,7 +268,11 @@ func (s *Sender) attempt(q *queue, m *Message) (o Outcome) {
 		}
 		s.record(q, m, o, code, err, start)
 	}()
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Timeout)
+	timeout := s.cfg.Timeout
+	if m.Timeout > 0 {
+		timeout = m.Timeout
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, timeout)
 	defer cancel()
 	if m.Run != nil {
 		err = m.Run(ctx)
@@ -304,7 +310,7 @@ func (s *Sender) post(ctx context.Context, m *Message, now time.Time) (int, erro
 		req.Header.Set("User-Agent", s.cfg.UserAgent)
 	}
 	if m.Sign != nil {
-		m.Sign(req.Header, now, m.Body)
+		m.Sign(req, now, m.Body)
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {

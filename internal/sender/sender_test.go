@@ -173,8 +173,8 @@ func TestSignedAtEachAttempt(t *testing.T) {
 	r := newReceiver(t)
 	r.code.Store(500)
 	var n atomic.Int64
-	sign := func(h http.Header, now time.Time, body []byte) {
-		h.Set("X-Stamp", fmt.Sprintf("%d-%s", n.Add(1), body))
+	sign := func(req *http.Request, now time.Time, body []byte) {
+		req.Header.Set("X-Stamp", fmt.Sprintf("%d-%s", n.Add(1), body))
 	}
 	s := newSender(t, Config{MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond})
 	s.Send("k", Message{URL: r.srv.URL, Body: []byte("b"), Sign: sign})

@@ -186,7 +186,7 @@ func TestDetectBothTruthTable(t *testing.T) {
 	}
 	e := &engine{cfg: &config{detect: detectBoth}}
 	for _, tc := range tests {
-		cs := &clusterState{sidecar: tc.sidecar, probe: tc.probe}
+		cs := &clusterState{sidecarSignal: sidecarSignal{sidecar: tc.sidecar}, probeSignal: probeSignal{probe: tc.probe}}
 		if got, why := e.evaluate(cs); got != tc.want {
 			t.Errorf("sidecar %s, probe %s: %s (%s), want %s", tc.sidecar, tc.probe, got, why, tc.want)
 		}
