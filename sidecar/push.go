@@ -58,10 +58,8 @@ func (t *target) offer(body []byte) {
 	t.s.Send(t.url, sender.Message{URL: t.url, Body: body, Sign: t.sign})
 }
 
-func (t *target) sign(h http.Header, now time.Time, body []byte) {
-	ts, sig := report.Sign(t.key, now, body)
-	h.Set(report.HeaderTimestamp, ts)
-	h.Set(report.HeaderSignature, sig)
+func (t *target) sign(req *http.Request, now time.Time, body []byte) {
+	report.SignRequest(req, t.key, now, body)
 }
 
 // loop runs until ctx ends, then stops the sender and its attempts.
