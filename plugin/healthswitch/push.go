@@ -121,8 +121,6 @@ func engineError(err error) *apiError {
 		return reject(http.StatusConflict, "replay", "%v", err)
 	case errors.Is(err, ErrUnknownCluster):
 		return reject(http.StatusNotFound, "unknown_cluster", "%v", err)
-	case errors.Is(err, ErrStopped):
-		return reject(http.StatusServiceUnavailable, "busy", "%v", err)
 	}
 	return reject(http.StatusInternalServerError, "internal", "%v", err)
 }

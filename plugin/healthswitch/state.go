@@ -20,8 +20,6 @@ var (
 	// ErrReplay: a report or operator request that was applied already, or
 	// is older than the last one applied.
 	ErrReplay = errors.New("replay")
-	// ErrStopped: the engine was stopped (its instance was replaced).
-	ErrStopped = errors.New("engine stopped")
 )
 
 // State is a cluster's state as answered over DNS.

@@ -32,7 +32,7 @@ func TestEngineErrors(t *testing.T) {
 	if err := e.drain("east", true, "sig", time.Minute); !errors.Is(err, ErrReplay) {
 		t.Errorf("same signature again: %v", err)
 	}
-	for err, code := range map[error]int{ErrReplay: 409, ErrUnknownCluster: 404, ErrStopped: 503, errors.New("x"): 500} {
+	for err, code := range map[error]int{ErrReplay: 409, ErrUnknownCluster: 404, errors.New("x"): 500} {
 		if got := engineError(err).status; got != code {
 			t.Errorf("%v -> %d, want %d", err, got, code)
 		}
