@@ -89,6 +89,9 @@ func signWith(key []byte) func(*http.Request, time.Time, []byte) {
 // forward passes an accepted report to every peer as it came, marked so it
 // is not passed on again. Per peer and cluster only the newest is kept.
 func (e *engine) forward(cluster string, body []byte, ts, sig string) {
+	if len(e.cfg.peers) == 0 {
+		return
+	}
 	hdr := http.Header{}
 	hdr.Set(report.HeaderTimestamp, ts)
 	hdr.Set(report.HeaderSignature, sig)
@@ -101,7 +104,7 @@ func (e *engine) forward(cluster string, body []byte, ts, sig string) {
 // forwardDrain passes an operator drain to the peers, signed anew with the
 // admin key at each attempt.
 func (e *engine) forwardDrain(cluster string, drain bool, body []byte) {
-	if len(e.cfg.adminKeys) == 0 {
+	if len(e.cfg.peers) == 0 || len(e.cfg.adminKeys) == 0 {
 		return
 	}
 	verb := "undrain"
