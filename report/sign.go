@@ -52,42 +52,55 @@ func SignRequest(req *http.Request, key []byte, now time.Time, body []byte) {
 // Verify checks a signature made by Sign with key, and that the timestamp is
 // within skew of now. The comparison is constant-time.
 func Verify(key []byte, timestamp, signature string, body []byte, now time.Time, skew time.Duration) error {
-	if timestamp == "" || signature == "" {
-		return fmt.Errorf("%w: %s and %s are required", ErrBadSignature, HeaderTimestamp, HeaderSignature)
-	}
-	hexSig, ok := strings.CutPrefix(signature, sigPrefix)
-	if !ok {
-		return fmt.Errorf("%w: signature must start with %q", ErrBadSignature, sigPrefix)
-	}
-	got, err := hex.DecodeString(hexSig)
-	if err != nil {
-		return fmt.Errorf("%w: signature is not hex", ErrBadSignature)
-	}
-	ms, err := strconv.ParseInt(timestamp, 10, 64)
-	if err != nil {
-		return fmt.Errorf("%w: timestamp %q is not unix milliseconds", ErrBadSignature, timestamp)
-	}
-	if !hmac.Equal(got, mac(key, timestamp, body)) {
-		return ErrBadSignature
-	}
-	// The skew is judged only after the signature holds, so an attacker
-	// cannot learn anything about the clock from the answer.
-	if d := now.Sub(time.UnixMilli(ms)); d > skew || d < -skew {
-		return fmt.Errorf("%w: off by %s (allowed %s)", ErrSkew, d.Round(time.Millisecond), skew)
-	}
-	return nil
+	_, err := VerifyAnyAt([][]byte{key}, timestamp, signature, body, now, skew)
+	return err
 }
 
 // VerifyAny is Verify against each of keys, as during a key rollover: it
 // succeeds when any key made the signature.
 func VerifyAny(keys [][]byte, timestamp, signature string, body []byte, now time.Time, skew time.Duration) error {
-	err := fmt.Errorf("%w: no key configured", ErrBadSignature)
+	_, err := VerifyAnyAt(keys, timestamp, signature, body, now, skew)
+	return err
+}
+
+// VerifyAnyAt is VerifyAny that also returns when the request was signed:
+// the timestamp is parsed once, here.
+func VerifyAnyAt(keys [][]byte, timestamp, signature string, body []byte, now time.Time, skew time.Duration) (time.Time, error) {
+	if timestamp == "" || signature == "" {
+		return time.Time{}, fmt.Errorf("%w: %s and %s are required", ErrBadSignature, HeaderTimestamp, HeaderSignature)
+	}
+	hexSig, ok := strings.CutPrefix(signature, sigPrefix)
+	if !ok {
+		return time.Time{}, fmt.Errorf("%w: signature must start with %q", ErrBadSignature, sigPrefix)
+	}
+	got, err := hex.DecodeString(hexSig)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%w: signature is not hex", ErrBadSignature)
+	}
+	ms, err := strconv.ParseInt(timestamp, 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%w: timestamp %q is not unix milliseconds", ErrBadSignature, timestamp)
+	}
+	if len(keys) == 0 {
+		return time.Time{}, fmt.Errorf("%w: no key configured", ErrBadSignature)
+	}
+	signed := false
 	for _, k := range keys {
-		if err = Verify(k, timestamp, signature, body, now, skew); !errors.Is(err, ErrBadSignature) {
-			return err
+		if hmac.Equal(got, mac(k, timestamp, body)) {
+			signed = true
+			break
 		}
 	}
-	return err
+	if !signed {
+		return time.Time{}, ErrBadSignature
+	}
+	// The skew is judged only after the signature holds, so an attacker
+	// cannot learn anything about the clock from the answer.
+	at := time.UnixMilli(ms)
+	if d := now.Sub(at); d > skew || d < -skew {
+		return time.Time{}, fmt.Errorf("%w: off by %s (allowed %s)", ErrSkew, d.Round(time.Millisecond), skew)
+	}
+	return at, nil
 }
 
 func mac(key []byte, timestamp string, body []byte) []byte {

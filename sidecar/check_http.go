@@ -2,9 +2,7 @@ package sidecar
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -12,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	hsprobe "github.com/healthswitch/healthswitch/internal/prober"
 )
 
 // DefaultBodyLimit caps how much of a response body an HTTP check reads.
@@ -83,36 +83,21 @@ func (s *HTTPSpec) okStatus(code int) bool {
 
 func probeHTTP(ctx context.Context, c *Check) Result {
 	s := c.HTTP
-	req, err := http.NewRequestWithContext(ctx, s.Method, s.URL, nil)
+	resp, err := hsprobe.HTTP(ctx, s.client, hsprobe.Request{Method: s.Method, URL: s.URL, Header: s.Headers,
+		UserAgent: hsprobe.UserAgent(Version, "sidecar"), BodyLimit: s.BodyLimit})
 	if err != nil {
-		return fail(fmt.Errorf("http request %s: %w", s.URL, err))
-	}
-	req.Header.Set("User-Agent", "healthswitch-sidecar/"+Version)
-	for k, v := range s.Headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err // the URL is in the message already
-		}
 		return fail(fmt.Errorf("http %s %s: %w", s.Method, s.URL, err))
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(s.BodyLimit)))
-	// Drain a little more so the connection can be reused, but never much.
-	_, _ = io.CopyN(io.Discard, resp.Body, 4096)
-	res := Result{Output: snippet(body)}
+	res := Result{Output: snippet(resp.Body)}
 	switch {
-	case !s.okStatus(resp.StatusCode):
-		res.Err = fmt.Errorf("http %s %s: status %d", s.Method, s.URL, resp.StatusCode)
-	case err != nil:
-		res.Err = fmt.Errorf("http %s %s: reading body: %w", s.Method, s.URL, err)
-	case s.bodyRE != nil && !s.bodyRE.Match(body):
+	case !s.okStatus(resp.Status):
+		res.Err = fmt.Errorf("http %s %s: status %d", s.Method, s.URL, resp.Status)
+	case resp.ReadErr != nil:
+		res.Err = fmt.Errorf("http %s %s: reading body: %w", s.Method, s.URL, resp.ReadErr)
+	case s.bodyRE != nil && !s.bodyRE.Match(resp.Body):
 		res.Err = fmt.Errorf("http %s %s: body does not match %q", s.Method, s.URL, s.ExpectBody)
 	default:
-		res.Healthy, res.Detail = true, fmt.Sprintf("HTTP %d", resp.StatusCode)
+		res.Healthy, res.Detail = true, fmt.Sprintf("HTTP %d", resp.Status)
 	}
 	return res
 }

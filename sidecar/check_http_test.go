@@ -50,7 +50,7 @@ func TestHTTPCheck(t *testing.T) {
 			expect(t, c, tc.healthy, tc.why)
 		})
 	}
-	if got, _ := ua.Load().(string); got != "healthswitch-sidecar/"+Version {
+	if got, _ := ua.Load().(string); got != "healthswitch/"+Version+" (sidecar)" {
 		t.Errorf("User-Agent = %q", got)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+
+	hsprobe "github.com/healthswitch/healthswitch/internal/prober"
 )
 
 // TCPSpec checks that a TCP connection to address can be opened.
@@ -23,11 +25,8 @@ func (s *TCPSpec) compile(*Check) error {
 }
 
 func probeTCP(ctx context.Context, c *Check) Result {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", c.TCP.Address)
-	if err != nil {
-		return fail(fmt.Errorf("tcp dial %s: %w", c.TCP.Address, err))
+	if err := hsprobe.TCP(ctx, c.TCP.Address); err != nil {
+		return fail(err)
 	}
-	conn.Close()
 	return pass("connected")
 }

@@ -33,6 +33,7 @@ const (
 // changed after setup; a reload builds a new one.
 type config struct {
 	zones    []string // normalized, lower case, fully qualified
+	block    string   // the server block's identity across reloads (lifecycle.go)
 	clusters []*clusterConfig
 	apps     []app
 
@@ -63,14 +64,14 @@ type config struct {
 type clusterConfig struct {
 	name     string
 	v4, v6   []net.IP
-	probes   []string
+	probes   []probeURL
 	key      []byte   // signs notifications; nil: this cluster cannot push reports
 	keys     [][]byte // verify reports: the current key and any being rolled over
 	priority int
 	weight   int
 	notify   []string
-	onDown   string
-	onUp     string
+	onDown   *hook
+	onUp     *hook
 }
 
 // app is one owner name and the clusters that serve it.

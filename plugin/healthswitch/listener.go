@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -25,19 +24,6 @@ type sharedListener struct {
 	owners    map[*HealthSwitch]bool
 }
 
-var listeners = struct {
-	sync.Mutex
-	m       map[string]*sharedListener
-	started map[*HealthSwitch]bool // instances whose start ran and whose stop did not yet
-	gen     uint64                 // bumped by every OnRestart: instances set up later belong to the new load
-}{m: map[string]*sharedListener{}, started: map[*HealthSwitch]bool{}}
-
-func currentGen() uint64 {
-	listeners.Lock()
-	defer listeners.Unlock()
-	return listeners.gen
-}
-
 // maxInFlight bounds concurrent push API requests; more get 503 at once.
 const maxInFlight = 64
 
@@ -50,17 +36,19 @@ func (sl *sharedListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.api.ServeHTTP(w, r)
 }
 
+// startListener binds the instance's address, or takes over the listener
+// bound there already.
 func (h *HealthSwitch) startListener() error {
-	listeners.Lock()
-	defer listeners.Unlock()
-	listeners.started[h] = true
-	sl := listeners.m[h.cfg.listen]
+	registry.Lock()
+	defer registry.Unlock()
+	registry.started[h] = true
+	sl := registry.listeners[h.cfg.listen]
 	if sl == nil {
 		var err error
 		if sl, err = listen(h.cfg.listen, h.tlsConfig); err != nil {
 			return err
 		}
-		listeners.m[h.cfg.listen] = sl
+		registry.listeners[h.cfg.listen] = sl
 	}
 	for o := range sl.owners {
 		if o.gen == h.gen {
@@ -101,7 +89,7 @@ func listen(addr string, tlsCfg *tls.Config) (*sharedListener, error) {
 }
 
 // releaseListener releases this instance's hold; the last owner closes it.
-// Called with listeners locked.
+// Called with the registry locked.
 func (h *HealthSwitch) releaseListener() {
 	sl := h.listener
 	if sl == nil {
@@ -121,7 +109,7 @@ func (h *HealthSwitch) releaseListener() {
 		}
 	}
 	if len(sl.owners) == 0 {
-		delete(listeners.m, sl.addr)
+		delete(registry.listeners, sl.addr)
 		// The address is free when this returns; requests in flight finish.
 		sl.ln.Close()
 		go func() {
@@ -135,39 +123,16 @@ func (h *HealthSwitch) releaseListener() {
 }
 
 func (h *HealthSwitch) stopListener() {
-	listeners.Lock()
-	defer listeners.Unlock()
-	delete(listeners.started, h)
+	registry.Lock()
+	defer registry.Unlock()
+	delete(registry.started, h)
 	h.releaseListener()
-}
-
-// reclaimListener runs on an old instance whose reload failed: every
-// instance of the failed load that had started is stopped (its own shutdown
-// hooks never run), and this one serves its address again.
-func (h *HealthSwitch) reclaimListener() error {
-	listeners.Lock()
-	var failed []*HealthSwitch
-	for o := range listeners.started {
-		if o.gen > h.gen {
-			failed = append(failed, o)
-		}
-	}
-	listeners.Unlock()
-	for _, o := range failed {
-		o.stop()
-	}
-	listeners.Lock()
-	defer listeners.Unlock()
-	if h.listener != nil {
-		h.listener.current.Store(h)
-	}
-	return nil
 }
 
 // Addr returns the address the push API is bound to (useful with port 0).
 func (h *HealthSwitch) Addr() string {
-	listeners.Lock()
-	defer listeners.Unlock()
+	registry.Lock()
+	defer registry.Unlock()
 	if h.listener == nil {
 		return ""
 	}

@@ -8,144 +8,103 @@ import (
 	"strings"
 	"time"
 
+	"github.com/healthswitch/healthswitch/internal/sender"
 	"github.com/healthswitch/healthswitch/report"
 )
 
-// startOutboxes creates the notify and peer senders. Called from
-// startBackground with mu held.
-func (e *engine) startOutboxes() {
-	e.client = &http.Client{Timeout: 2 * time.Second}
-	for _, cs := range e.clusters {
-		for _, u := range cs.cfg.notify {
-			cs.notify = append(cs.notify, newOutbox(u, "notify", 1, e.client, e.done))
-		}
-		if cs.cfg.onDown != "" || cs.cfg.onUp != "" {
-			cs.hooks = make(chan hookJob, 16)
-			go runHooks(cs.hooks, e.done)
-		}
+const hookTimeout = 10 * time.Second
+
+// hook is an on_down/on_up action, as parsed: a URL to POST the event to, or
+// an argv to run (no shell).
+type hook struct {
+	url  string
+	argv []string
+}
+
+func (k *hook) String() string {
+	if k.url != "" {
+		return k.url
 	}
-	for _, p := range e.cfg.peers {
-		e.peers = append(e.peers, newOutbox(strings.TrimSuffix(p, "/"), "peer", 256, e.client, e.done))
-	}
-	e.onChange = append(e.onChange, e.notifyChange)
+	return strings.Join(k.argv, " ")
 }
 
 // notifyChange tells a cluster's ingress, and runs its hooks, when this
-// server stops or resumes sending it traffic. Called with mu held.
-func (e *engine) notifyChange(cs *clusterState, ev Event) {
-	var action, hook string
+// server stops or resumes sending it traffic. Called with mu held; it only
+// queues, never waits.
+func (e *engine) notifyChange(ev Event) {
+	cs := e.clusters[ev.Cluster]
+	var action string
+	var hk *hook
 	switch {
 	case ev.To == StateUp:
-		action, hook = report.ActionResume, cs.cfg.onUp
+		action, hk = report.ActionResume, cs.cfg.onUp
 	case ev.From == StateUp || ev.From == StateUnknown:
-		action, hook = report.ActionStop, cs.cfg.onDown
+		action, hk = report.ActionStop, cs.cfg.onDown
 	default:
 		return // down <-> drained: traffic was already stopped
 	}
-	if hook != "" && cs.hooks != nil {
-		select {
-		case cs.hooks <- hookJob{hook: hook, cluster: cs.cfg.name, action: action, ev: ev}:
-		default:
-			notifications.WithLabelValues("hook", "dropped").Inc()
-		}
+	if cs.cfg.onDown != nil || cs.cfg.onUp != nil {
+		// One key per cluster for both hooks: they run in order, and a newer
+		// transition replaces one not yet run, so the hook of the state the
+		// cluster ends in always runs last. A transition without a hook
+		// still supersedes a pending one.
+		e.send.Send(hookKey(cs.cfg.name), hookMessage(hk, cs.cfg.name, action, ev))
 	}
-	if len(cs.notify) == 0 {
+	if len(cs.cfg.notify) == 0 {
 		return
 	}
 	body, _ := json.Marshal(report.Notification{Version: report.Version, Cluster: cs.cfg.name,
 		Action: action, Reason: ev.Reason, Epoch: ev.Epoch, At: ev.AppliedAt.UTC()})
-	hdr := http.Header{}
-	ts, sig := report.Sign(cs.cfg.key, e.now(), body)
-	hdr.Set(report.HeaderTimestamp, ts)
-	hdr.Set(report.HeaderSignature, sig)
-	for _, o := range cs.notify {
-		o.send(message{body: body, hdr: hdr})
+	sign := signWith(cs.cfg.key)
+	for _, u := range cs.cfg.notify {
+		e.send.Send(notifyKey(cs.cfg.name, u), sender.Message{URL: u, Body: body, Sign: sign})
 	}
 }
 
-const hookTimeout = 10 * time.Second
-
-type hookJob struct {
-	hook, cluster, action string
-	ev                    Event
-}
-
-// runHooks runs a cluster's hooks one at a time, in the order of its
-// transitions.
-func runHooks(jobs <-chan hookJob, done <-chan struct{}) {
-	for {
-		select {
-		case <-done:
-			return
-		case j := <-jobs:
-			runHook(j.hook, j.cluster, j.action, j.ev, done)
-		}
-	}
-}
-
-// runHook runs an on_down/on_up hook: a URL gets the event as a JSON POST,
-// anything else is run as a command (no shell) with HEALTHSWITCH_* variables.
-func runHook(hook, cluster, action string, ev Event, done <-chan struct{}) {
-	defer func() {
-		if r := recover(); r != nil {
-			log.Errorf("hook for %s: panic: %v", cluster, r)
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), hookTimeout)
-	defer cancel()
-	go func() {
-		select {
-		case <-done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	var err error
-	if strings.HasPrefix(hook, "http://") || strings.HasPrefix(hook, "https://") {
+// hookMessage makes the delivery of a hook: a URL gets the event as a JSON
+// POST, a command runs with HEALTHSWITCH_* variables. A nil hook does
+// nothing (it only supersedes).
+func hookMessage(hk *hook, cluster, action string, ev Event) sender.Message {
+	switch {
+	case hk == nil:
+		return sender.Message{Run: func(context.Context) error { return nil }}
+	case hk.url != "":
 		body, _ := json.Marshal(ev)
-		var req *http.Request
-		req, err = http.NewRequestWithContext(ctx, http.MethodPost, hook, strings.NewReader(string(body)))
-		if err == nil {
-			req.Header.Set("Content-Type", "application/json")
-			var resp *http.Response
-			if resp, err = http.DefaultClient.Do(req); err == nil {
-				resp.Body.Close()
-			}
-		}
-	} else {
-		argv := strings.Fields(hook)
+		return sender.Message{URL: hk.url, Body: body, Timeout: hookTimeout}
+	}
+	argv := hk.argv
+	return sender.Message{Timeout: hookTimeout, Run: func(ctx context.Context) error {
 		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 		cmd.Env = append(cmd.Environ(), "HEALTHSWITCH_CLUSTER="+cluster, "HEALTHSWITCH_ACTION="+action,
 			"HEALTHSWITCH_STATE="+string(ev.To), "HEALTHSWITCH_REASON="+ev.Reason)
-		err = cmd.Run()
-	}
-	result := "ok"
-	if err != nil {
-		result = "error"
-		log.Warningf("hook %q for cluster %s: %v", hook, cluster, err)
-	}
-	notifications.WithLabelValues("hook", result).Inc()
+		return cmd.Run()
+	}}
+}
+
+// signWith signs each attempt with key as it leaves.
+func signWith(key []byte) func(*http.Request, time.Time, []byte) {
+	return func(req *http.Request, now time.Time, body []byte) { report.SignRequest(req, key, now, body) }
 }
 
 // forward passes an accepted report to every peer as it came, marked so it
-// is not passed on again.
-func (e *engine) forward(body []byte, ts, sig string) {
-	if len(e.peers) == 0 {
+// is not passed on again. Per peer and cluster only the newest is kept.
+func (e *engine) forward(cluster string, body []byte, ts, sig string) {
+	if len(e.cfg.peers) == 0 {
 		return
 	}
 	hdr := http.Header{}
 	hdr.Set(report.HeaderTimestamp, ts)
 	hdr.Set(report.HeaderSignature, sig)
 	hdr.Set(report.HeaderForwarded, "1")
-	for _, p := range e.peers {
-		p.send(message{body: body, hdr: hdr, path: "/v1/report"})
+	for _, p := range e.cfg.peers {
+		e.send.Send(peerKey(p, "report", cluster), sender.Message{URL: p + "/v1/report", Body: body, Header: hdr})
 	}
 }
 
 // forwardDrain passes an operator drain to the peers, signed anew with the
-// admin key.
+// admin key at each attempt.
 func (e *engine) forwardDrain(cluster string, drain bool, body []byte) {
-	if len(e.peers) == 0 || len(e.cfg.adminKeys) == 0 {
+	if len(e.cfg.peers) == 0 || len(e.cfg.adminKeys) == 0 {
 		return
 	}
 	verb := "undrain"
@@ -153,11 +112,9 @@ func (e *engine) forwardDrain(cluster string, drain bool, body []byte) {
 		verb = "drain"
 	}
 	hdr := http.Header{}
-	ts, sig := report.Sign(e.cfg.adminKeys[0], e.now(), body)
-	hdr.Set(report.HeaderTimestamp, ts)
-	hdr.Set(report.HeaderSignature, sig)
 	hdr.Set(report.HeaderForwarded, "1")
-	for _, p := range e.peers {
-		p.send(message{body: body, hdr: hdr, path: "/v1/clusters/" + cluster + "/" + verb})
+	sign := signWith(e.cfg.adminKeys[0])
+	for _, p := range e.cfg.peers {
+		e.send.Send(peerKey(p, "drain", cluster), sender.Message{URL: p + "/v1/clusters/" + cluster + "/" + verb, Body: body, Header: hdr, Sign: sign})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/healthswitch/healthswitch/internal/testutil"
 	"github.com/healthswitch/healthswitch/report"
 )
 
@@ -47,9 +48,12 @@ func post(t *testing.T, h *HealthSwitch, path string, b []byte, key []byte, ts t
 }
 
 func state(h *HealthSwitch, cluster string) State {
-	h.engine.mu.Lock()
-	defer h.engine.mu.Unlock()
-	return h.engine.clusters[cluster].state
+	for _, c := range h.engine.view().clusters {
+		if c.Name == cluster {
+			return c.State
+		}
+	}
+	return ""
 }
 
 func TestReportAcceptedAndApplied(t *testing.T) {
@@ -153,13 +157,7 @@ func TestStaleSidecar(t *testing.T) {
 			if s := state(h, "east"); s != StateUp {
 				t.Fatalf("east %s", s)
 			}
-			deadline := time.Now().Add(2 * time.Second)
-			for state(h, "east") != tc.want && time.Now().Before(deadline) {
-				time.Sleep(5 * time.Millisecond)
-			}
-			if s := state(h, "east"); s != tc.want {
-				t.Errorf("east %s after silence, want %s", s, tc.want)
-			}
+			testutil.WaitFor(t, 2*time.Second, "east "+string(tc.want)+" after silence", func() bool { return state(h, "east") == tc.want })
 		})
 	}
 }
@@ -186,7 +184,7 @@ func TestDetectBothTruthTable(t *testing.T) {
 	}
 	e := &engine{cfg: &config{detect: detectBoth}}
 	for _, tc := range tests {
-		cs := &clusterState{sidecar: tc.sidecar, probe: tc.probe}
+		cs := &clusterState{sidecarSignal: sidecarSignal{sidecar: tc.sidecar}, probeSignal: probeSignal{probe: tc.probe}}
 		if got, why := e.evaluate(cs); got != tc.want {
 			t.Errorf("sidecar %s, probe %s: %s (%s), want %s", tc.sidecar, tc.probe, got, why, tc.want)
 		}
@@ -273,13 +271,7 @@ func TestHolddown(t *testing.T) {
 	if s := state(h, "east"); s != StateDown {
 		t.Fatalf("east %s right after recovering, want held down", s)
 	}
-	deadline := time.Now().Add(3 * time.Second)
-	for state(h, "east") != StateUp && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if s := state(h, "east"); s != StateUp {
-		t.Errorf("east %s after holddown", s)
-	}
+	testutil.WaitFor(t, 3*time.Second, "east up after holddown", func() bool { return state(h, "east") == StateUp })
 }
 
 // During a key rollover the cluster lists the new key first and the old one
@@ -382,22 +374,10 @@ func TestInFlightBound(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for status() != http.StatusServiceUnavailable {
-		if time.Now().After(deadline) {
-			t.Fatalf("still served with %d requests in flight", maxInFlight)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 5*time.Second, fmt.Sprintf("503 with %d requests in flight", maxInFlight), func() bool { return status() == http.StatusServiceUnavailable })
 	for _, c := range held {
 		c.Close()
 	}
 	held = nil
-	deadline = time.Now().Add(5 * time.Second)
-	for status() != http.StatusOK {
-		if time.Now().After(deadline) {
-			t.Fatal("not served again after the slow requests went away")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 5*time.Second, "served again after the slow requests went away", func() bool { return status() == http.StatusOK })
 }

@@ -52,6 +52,7 @@ func parse(c *caddy.Controller) (*config, error) {
 		}
 		seen = true
 		cfg.zones = plugin.OriginsFromArgsOrServerBlock(c.RemainingArgs(), c.ServerBlockKeys)
+		cfg.block = blockIdentity(c)
 		for c.NextBlock() {
 			if err := parseProperty(c, cfg); err != nil {
 				return nil, err
@@ -118,7 +119,11 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 	case "admin_key_file":
 		cfg.adminKeys, err = keyArgs(c)
 	case "peers":
-		cfg.peers, err = urlArgs(c, "http", "https")
+		var urls []*url.URL
+		urls, err = urlArgs(c, "http", "https")
+		for _, u := range urls {
+			cfg.peers = append(cfg.peers, strings.TrimSuffix(u.String(), "/"))
+		}
 	case "ns":
 		args := c.RemainingArgs()
 		if len(args) == 0 {
@@ -204,9 +209,11 @@ func parseClusterProperty(c *caddy.Controller, cl *clusterConfig) error {
 	var err error
 	switch prop := c.Val(); prop {
 	case "probe":
-		var urls []string
+		var urls []*url.URL
 		urls, err = urlArgs(c, "http", "https", "tcp")
-		cl.probes = append(cl.probes, urls...)
+		for _, u := range urls {
+			cl.probes = append(cl.probes, probeURL{raw: u.String(), scheme: u.Scheme, host: u.Host})
+		}
 	case "key_file":
 		cl.keys, err = keyArgs(c)
 		if err == nil {
@@ -217,9 +224,11 @@ func parseClusterProperty(c *caddy.Controller, cl *clusterConfig) error {
 	case "weight":
 		cl.weight, err = intArg(c, 0, 1_000_000)
 	case "notify":
-		var urls []string
+		var urls []*url.URL
 		urls, err = urlArgs(c, "http", "https")
-		cl.notify = append(cl.notify, urls...)
+		for _, u := range urls {
+			cl.notify = append(cl.notify, u.String())
+		}
 	case "on_down":
 		cl.onDown, err = commandArg(c)
 	case "on_up":
@@ -387,12 +396,15 @@ func keyArgs(c *caddy.Controller) ([][]byte, error) {
 	return keys, nil
 }
 
-func urlArgs(c *caddy.Controller, schemes ...string) ([]string, error) {
+// urlArgs parses the rest of the line as URLs, once: what is kept is the
+// parsed URL.
+func urlArgs(c *caddy.Controller, schemes ...string) ([]*url.URL, error) {
 	prop := c.Val()
 	args := c.RemainingArgs()
 	if len(args) == 0 {
 		return nil, c.ArgErr()
 	}
+	var urls []*url.URL
 	for _, a := range args {
 		u, err := url.Parse(a)
 		if err != nil || u.Host == "" {
@@ -408,16 +420,20 @@ func urlArgs(c *caddy.Controller, schemes ...string) ([]string, error) {
 		if u.Scheme == "tcp" && u.Port() == "" {
 			return nil, c.Errf("%s: %q needs a port", prop, a)
 		}
+		urls = append(urls, u)
 	}
-	return args, nil
+	return urls, nil
 }
 
 // commandArg reads the rest of the line: an http(s) URL to POST to, or an
-// argv to run.
-func commandArg(c *caddy.Controller) (string, error) {
+// argv to run, kept as the words it was written as.
+func commandArg(c *caddy.Controller) (*hook, error) {
 	args := c.RemainingArgs()
 	if len(args) == 0 {
-		return "", c.ArgErr()
+		return nil, c.ArgErr()
 	}
-	return strings.Join(args, " "), nil
+	if len(args) == 1 && (strings.HasPrefix(args[0], "http://") || strings.HasPrefix(args[0], "https://")) {
+		return &hook{url: args[0]}, nil
+	}
+	return &hook{argv: args}, nil
 }

@@ -85,8 +85,15 @@ func TestParseFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	east := cfg.cluster("east")
-	if len(east.v4) != 1 || len(east.v6) != 1 || len(east.probes) != 2 || east.key == nil || len(east.notify) != 1 || east.onDown == "" {
+	if len(east.v4) != 1 || len(east.v6) != 1 || len(east.probes) != 2 || east.key == nil || len(east.notify) != 1 || east.onDown == nil {
 		t.Errorf("east: %+v", east)
+	}
+	// Parsed once, kept typed: the probe URL split, the hook as its argv.
+	if p := east.probes[1]; p.raw != "tcp://192.0.2.10:443" || p.scheme != "tcp" || p.host != "192.0.2.10:443" {
+		t.Errorf("probe: %+v", p)
+	}
+	if h := east.onDown; h.url != "" || strings.Join(h.argv, "|") != "/usr/local/bin/page-oncall|--cluster|east" {
+		t.Errorf("on_down: %+v", h)
 	}
 	if w := cfg.cluster("west"); w.priority != 2 || w.weight != 50 {
 		t.Errorf("west: %+v", w)

@@ -1,13 +1,25 @@
 package healthswitch
 
 import (
+	"errors"
 	"fmt"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/healthswitch/healthswitch/internal/sender"
 	"github.com/healthswitch/healthswitch/report"
+)
+
+// The engine owns cluster state. Only the files state*.go take its lock;
+// everything else calls its methods, which answer with plain errors. The
+// HTTP mapping of these errors lives in the handlers (push.go).
+var (
+	// ErrUnknownCluster: the cluster is not in this server's config.
+	ErrUnknownCluster = errors.New("unknown cluster")
+	// ErrReplay: a report or operator request that was applied already, or
+	// is older than the last one applied.
+	ErrReplay = errors.New("replay")
 )
 
 // State is a cluster's state as answered over DNS.
@@ -47,16 +59,28 @@ type Event struct {
 
 const maxEvents = 256
 
-// clusterState is everything known about one cluster. Guarded by engine.mu.
+// clusterState is everything known about one cluster, by concern. Guarded
+// by engine.mu.
 type clusterState struct {
 	cfg *clusterConfig
+	decision
+	sidecarSignal
+	probeSignal
+	recovery
+}
 
-	state  State
-	since  time.Time
-	reason string
+// decision is what the engine made of the signals: the output.
+type decision struct {
+	state    State
+	since    time.Time
+	reason   string
+	drained  bool // by the operator
+	signaled bool // had a first signal of any kind (for ready)
+	disagree bool // sidecar and probe disagree now
+}
 
-	drained bool
-
+// sidecarSignal is the pushed signal and its replay fence.
+type sidecarSignal struct {
 	sidecar       signal
 	sidecarWhy    string
 	report        *report.Report
@@ -66,18 +90,20 @@ type clusterState struct {
 	signedAt      time.Time // signature timestamp of the last accepted report
 	staleTimer    *time.Timer
 	staleDeadline time.Time
+}
 
+// probeSignal is the active probes' signal.
+type probeSignal struct {
 	probe    signal
 	probeWhy string
 	probes   []*probeTarget
+}
 
-	downAt   time.Time // last transition away from up: holddown counts from here
-	upAt     time.Time // last transition to up: slow start counts from here
-	hdTimer  *time.Timer
-	signaled bool // had a first signal of any kind (for ready)
-	disagree bool // sidecar and probe disagree now
-	notify   []*outbox
-	hooks    chan hookJob // on_down / on_up, run in order
+// recovery times holddown and slow start.
+type recovery struct {
+	downAt  time.Time // last transition away from up: holddown counts from here
+	upAt    time.Time // last transition to up: slow start counts from here
+	hdTimer *time.Timer
 }
 
 // cause describes what made the engine look at a cluster again.
@@ -88,14 +114,14 @@ type cause struct {
 
 // engine owns cluster state and publishes answer snapshots.
 type engine struct {
-	cfg     *config
-	now     func() time.Time
-	started time.Time
-	table   *nameTable
+	cfg   *config
+	now   func() time.Time
+	table *nameTable
 
 	snap atomic.Pointer[snapshot]
 
 	mu        sync.Mutex
+	started   time.Time
 	clusters  map[string]*clusterState
 	epoch     uint64
 	events    []Event
@@ -103,17 +129,19 @@ type engine struct {
 	ramping   bool
 	done      chan struct{} // closed by stopBackground
 	ticker    *time.Ticker
-	client    *http.Client // notify and peers
-	peers     []*outbox
-	adminSeen map[string]time.Time               // signatures of applied operator requests, until they expire
-	onChange  []func(cs *clusterState, ev Event) // called with mu held; must not block
+	send      *sender.Sender       // notify, peers and hooks; its loops start with the first message
+	adminSeen map[string]time.Time // signatures of applied operator requests, until they expire
+	subs      map[*subscription]struct{}
+	onChange  []func(ev Event) // called with mu held; must not block
 }
 
 func newEngine(cfg *config) *engine {
-	e := &engine{cfg: cfg, now: time.Now, table: newNameTable(cfg, serialNow()), clusters: map[string]*clusterState{}, adminSeen: map[string]time.Time{}, done: make(chan struct{})}
+	e := &engine{cfg: cfg, now: time.Now, table: newNameTable(cfg, serialNow()), clusters: map[string]*clusterState{},
+		adminSeen: map[string]time.Time{}, subs: map[*subscription]struct{}{}, done: make(chan struct{}), send: newSender()}
 	now := e.now()
 	for _, cl := range cfg.clusters {
-		cs := &clusterState{cfg: cl, state: StateUnknown, since: now, reason: "no signal yet", sidecar: sigNone, probe: sigNone}
+		cs := &clusterState{cfg: cl, decision: decision{state: StateUnknown, since: now, reason: "no signal yet"}}
+		cs.sidecar, cs.probe = sigNone, sigNone
 		if cl.key != nil {
 			cs.sidecar = sigUnknown
 		}
@@ -208,8 +236,8 @@ func probeOnly(cs *clusterState) (State, string) {
 }
 
 // update is the one place a cluster changes state: it compares old and new,
-// and only on a real transition records, counts, logs and republishes.
-// Called with mu held.
+// and only on a real transition records, counts, logs, republishes and tells
+// the subscribers. Called with mu held.
 func (e *engine) update(cs *clusterState, c cause) {
 	if e.stopped {
 		return
@@ -242,8 +270,9 @@ func (e *engine) update(cs *clusterState, c cause) {
 		ObservedAt: c.observed, ReceivedAt: c.received, AppliedAt: e.now()}
 	e.record(ev)
 	for _, fn := range e.onChange {
-		fn(cs, ev)
+		fn(ev)
 	}
+	e.fanOut(ev)
 }
 
 func (e *engine) record(ev Event) {
@@ -286,11 +315,10 @@ func (e *engine) setDrained(name string, drained bool) error {
 	defer e.mu.Unlock()
 	cs := e.clusters[name]
 	if cs == nil {
-		return fmt.Errorf("unknown cluster %q", name)
+		return fmt.Errorf("%w %q", ErrUnknownCluster, name)
 	}
 	cs.drained = drained
-	now := e.now()
-	e.update(cs, cause{received: now})
+	e.update(cs, cause{received: e.now()})
 	return nil
 }
 
@@ -316,4 +344,12 @@ func (e *engine) ready() bool {
 		}
 	}
 	return true
+}
+
+// markStarted records when the instance started serving (ready_timeout
+// counts from here).
+func (e *engine) markStarted(at time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.started = at
 }

@@ -64,26 +64,13 @@ type nameStatus struct {
 
 func (h *HealthSwitch) status() statusDoc {
 	e := h.engine
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	snap := e.snap.Load()
-	doc := statusDoc{Epoch: snap.epoch, Zones: h.cfg.zones, Policy: h.cfg.policy, Detect: h.cfg.detect, AllDown: h.cfg.allDown}
-	for _, cl := range h.cfg.clusters {
-		cs := e.clusters[cl.name]
-		st := clusterStatus{Name: cl.name, State: cs.state, Since: cs.since, Reason: cs.reason, Drained: cs.drained,
-			Sidecar: sidecarStatus{Signal: cs.sidecar, Reason: cs.sidecarWhy, LastReport: cs.reportAt, BootID: cs.bootID, Sequence: cs.sequence},
-			Probe:   probeStatus{Signal: cs.probe, Reason: cs.probeWhy}}
-		if cs.report != nil {
-			st.Sidecar.Checks = cs.report.Checks
+	v := e.view()
+	snap := v.snap
+	doc := statusDoc{Epoch: snap.epoch, Zones: h.cfg.zones, Policy: h.cfg.policy, Detect: h.cfg.detect, AllDown: h.cfg.allDown, Clusters: v.clusters}
+	for i, cl := range h.cfg.clusters {
+		for _, u := range cl.notify {
+			doc.Clusters[i].Notify = append(doc.Clusters[i].Notify, outboxStatusOf(e.send, u, notifyKey(cl.name, u)))
 		}
-		for _, pt := range cs.probes {
-			st.Probe.Targets = append(st.Probe.Targets, targetStatus{URL: pt.url, State: pt.counter.State().String(),
-				LastOK: pt.lastOK, LastAt: pt.lastAt, LastRTTMS: float64(pt.lastRTT.Microseconds()) / 1000, LastError: pt.lastError})
-		}
-		for _, o := range cs.notify {
-			st.Notify = append(st.Notify, o.status())
-		}
-		doc.Clusters = append(doc.Clusters, st)
 	}
 	for _, ap := range h.cfg.apps {
 		set := snap.sets[snap.names[ap.name].set]
@@ -96,8 +83,12 @@ func (h *HealthSwitch) status() statusDoc {
 		}
 		doc.Names = append(doc.Names, ns)
 	}
-	for _, p := range e.peers {
-		doc.Peers = append(doc.Peers, p.status())
+	for _, p := range h.cfg.peers {
+		var keys []string
+		for _, cl := range h.cfg.clusters {
+			keys = append(keys, peerKey(p, "report", cl.name), peerKey(p, "drain", cl.name))
+		}
+		doc.Peers = append(doc.Peers, outboxStatusOf(e.send, p, keys...))
 	}
 	return doc
 }
@@ -135,13 +126,5 @@ func (h *HealthSwitch) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		since = n
 	}
-	h.engine.mu.Lock()
-	events := []Event{}
-	for _, ev := range h.engine.events {
-		if ev.Epoch > since {
-			events = append(events, ev)
-		}
-	}
-	h.engine.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"events": events})
+	writeJSON(w, http.StatusOK, map[string]any{"events": h.engine.eventsSince(since)})
 }
