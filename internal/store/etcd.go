@@ -154,6 +154,10 @@ type EtcdStore struct {
 	lease     clientv3.LeaseID
 	leaseAt   time.Time // last keep-alive
 	presented uint64    // epoch last written to presence, +1 (0: none)
+	// writing counts this replica's writes in flight by key and value: the
+	// watch often delivers a write before its own ack, and a change this
+	// replica is writing itself is not news to it.
+	writing map[string]map[string]int
 	closed    bool
 }
 
@@ -175,7 +179,7 @@ func NewEtcd(o EtcdOptions) (*EtcdStore, error) {
 	now := time.Now()
 	s := &EtcdStore{o: o, cli: cli, ctx: ctx, cancel: cancel, rewatch: make(chan struct{}, 1),
 		synced: make(chan struct{}), clusters: map[string]*Cluster{}, modRev: map[string]int64{},
-		since: now, started: now, subs: map[int]func(Change){}}
+		since: now, started: now, subs: map[int]func(Change){}, writing: map[string]map[string]int{}}
 	s.wg.Add(2)
 	go s.syncLoop()
 	go s.healthLoop()
@@ -297,6 +301,7 @@ func (s *EtcdStore) cas(ctx context.Context, cluster, fenceKey string, cmp clien
 		vals[k] = canonical(v)
 		ops = append(ops, clientv3.OpPut(s.key(cluster, k), string(vals[k])))
 	}
+	defer s.mine(ops)()
 	ctx, cancel := context.WithTimeout(ctx, s.o.OpTimeout)
 	defer cancel()
 	resp, err := s.cli.Txn(ctx).If(cmp).Then(ops...).Else(clientv3.OpGet(fenceKey)).Commit()
@@ -332,16 +337,44 @@ func (s *EtcdStore) put(ctx context.Context, cluster string, k Kind, v any) erro
 		return err
 	}
 	b := canonical(v)
+	put := clientv3.OpPut(s.key(cluster, k), string(b))
+	defer s.mine([]clientv3.Op{put})()
 	ctx, cancel := context.WithTimeout(ctx, s.o.OpTimeout)
 	defer cancel()
-	resp, err := s.cli.Put(ctx, s.key(cluster, k), string(b))
+	resp, err := s.cli.Do(ctx, put)
 	if err != nil {
 		s.failed(err)
 		return fmt.Errorf("store etcd: %w", err)
 	}
 	s.ok()
-	s.applyLocal(cluster, map[Kind][]byte{k: b}, resp.Header.Revision)
+	s.applyLocal(cluster, map[Kind][]byte{k: b}, resp.Put().Header.Revision)
 	return nil
+}
+
+// mine notes puts as this replica's own until the returned func is called.
+func (s *EtcdStore) mine(ops []clientv3.Op) func() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, op := range ops {
+		k, v := string(op.KeyBytes()), string(op.ValueBytes())
+		if s.writing[k] == nil {
+			s.writing[k] = map[string]int{}
+		}
+		s.writing[k][v]++
+	}
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, op := range ops {
+			k, v := string(op.KeyBytes()), string(op.ValueBytes())
+			if s.writing[k][v]--; s.writing[k][v] == 0 {
+				delete(s.writing[k], v)
+			}
+			if len(s.writing[k]) == 0 {
+				delete(s.writing, k)
+			}
+		}
+	}
 }
 
 // applyLocal puts this replica's own successful write into memory, so its
@@ -607,7 +640,8 @@ func (s *EtcdStore) events(resp clientv3.WatchResponse) {
 		if !ok {
 			continue
 		}
-		if ch := s.applyKV(key, cluster, k, ev.Kv.Value, ev.Kv.ModRevision, ev.Type == mvccpb.DELETE); ch != nil {
+		ch := s.applyKV(key, cluster, k, ev.Kv.Value, ev.Kv.ModRevision, ev.Type == mvccpb.DELETE)
+		if ch != nil && (ev.Type == mvccpb.DELETE || s.writing[key][string(ev.Kv.Value)] == 0) {
 			changes = append(changes, ch)
 		}
 	}
