@@ -158,7 +158,7 @@ type EtcdStore struct {
 	// watch often delivers a write before its own ack, and a change this
 	// replica is writing itself is not news to it.
 	writing map[string]map[string]int
-	closed    bool
+	closed  bool
 }
 
 // NewEtcd connects to etcd and starts the watch in the background; it fails
