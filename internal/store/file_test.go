@@ -248,10 +248,15 @@ func TestFileCoalesces(t *testing.T) {
 
 const writerEnv = "HS_STORE_TEST_WRITER"
 
-// TestMain lets the test binary be the writer process the crash test kills.
+// TestMain lets the test binary be the writer process the crash test kills,
+// or the other process of the HTTP baseline benchmark.
 func TestMain(m *testing.M) {
 	if path := os.Getenv(writerEnv); path != "" {
 		writerLoop(path)
+		return
+	}
+	if os.Getenv(sinkEnv) != "" {
+		httpSink()
 		return
 	}
 	os.Exit(m.Run())
