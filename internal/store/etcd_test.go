@@ -510,3 +510,9 @@ func TestEtcdUnreachableAtStart(t *testing.T) {
 		t.Fatalf("status: %+v", st)
 	}
 }
+
+func ctxWithin(t testing.TB, d time.Duration) context.Context {
+	c, cancel := context.WithTimeout(ctx, d)
+	t.Cleanup(cancel)
+	return c
+}

@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"os"
@@ -25,7 +26,16 @@ type EtcdCluster struct {
 	t       testing.TB
 	dir     string
 	token   string
+	tls     *tls.Config // of clients, when the members serve TLS
 	Members []*EtcdMember
+}
+
+// EtcdTLS makes members serve clients over TLS with this certificate (valid
+// for 127.0.0.1) and require client certificates signed by CA. Client is
+// what the helper itself connects with.
+type EtcdTLS struct {
+	CertFile, KeyFile, CAFile string
+	Client                    *tls.Config
 }
 
 // EtcdMember is one member of an EtcdCluster.
@@ -50,12 +60,22 @@ var etcdTiming = []string{"--heartbeat-interval", "50", "--election-timeout", "5
 // healthy. It is stopped (SIGKILL) and removed when the test ends.
 func StartEtcd(t testing.TB, n int) *EtcdCluster {
 	t.Helper()
+	return StartEtcdTLS(t, n, nil)
+}
+
+// StartEtcdTLS is StartEtcd with client TLS when tc is not nil.
+func StartEtcdTLS(t testing.TB, n int, tc *EtcdTLS) *EtcdCluster {
+	t.Helper()
 	Need(t, "etcd")
 	dir, err := os.MkdirTemp("", "hs-etcd-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &EtcdCluster{t: t, dir: dir, token: fmt.Sprintf("hs-%d-%d", os.Getpid(), time.Now().UnixNano())}
+	scheme := "http"
+	if tc != nil {
+		scheme, c.tls = "https", tc.Client
+	}
 	t.Cleanup(func() {
 		c.StopAll()
 		os.RemoveAll(dir)
@@ -64,7 +84,7 @@ func StartEtcd(t testing.TB, n int) *EtcdCluster {
 	for i := range n {
 		m := &EtcdMember{
 			Name:      fmt.Sprintf("m%d", i),
-			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
+			ClientURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, FreePort(t)),
 			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
 			dataDir:   filepath.Join(dir, fmt.Sprintf("m%d", i)),
 		}
@@ -79,6 +99,10 @@ func StartEtcd(t testing.TB, n int) *EtcdCluster {
 			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
 			"--initial-cluster-token", c.token, "--logger", "zap", "--log-outputs", "stderr",
 		}, etcdTiming...)
+		if tc != nil {
+			m.args = append(m.args, "--cert-file", tc.CertFile, "--key-file", tc.KeyFile,
+				"--trusted-ca-file", tc.CAFile, "--client-cert-auth")
+		}
 		m.log, err = os.Create(filepath.Join(dir, m.Name+".log"))
 		if err != nil {
 			t.Fatal(err)
@@ -149,7 +173,7 @@ func (c *EtcdCluster) StartAll() {
 
 // Healthy reports whether member i answers /health with a leader.
 func (c *EtcdCluster) Healthy(i int) bool {
-	cl := http.Client{Timeout: time.Second}
+	cl := http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: c.tls}}
 	resp, err := cl.Get(c.Members[i].ClientURL + "/health")
 	if err != nil {
 		return false
@@ -177,7 +201,7 @@ func (c *EtcdCluster) WaitHealthy(within time.Duration) {
 // Leader returns the index of the current leader, or -1 if no running
 // member knows one.
 func (c *EtcdCluster) Leader() int {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: time.Second, Logger: zap.NewNop()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: time.Second, TLS: c.tls, Logger: zap.NewNop()})
 	if err != nil {
 		return -1
 	}
@@ -208,7 +232,15 @@ func (c *EtcdCluster) KillLeader() int {
 // Client returns a client of the whole cluster, closed when the test ends.
 func (c *EtcdCluster) Client() *clientv3.Client {
 	c.t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	return c.ClientAs("", "")
+}
+
+// ClientAs is Client authenticated as user (etcd auth), closed when the
+// test ends.
+func (c *EtcdCluster) ClientAs(user, password string) *clientv3.Client {
+	c.t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 2 * time.Second, TLS: c.tls,
+		Username: user, Password: password, Logger: zap.NewNop()})
 	if err != nil {
 		c.t.Fatal(err)
 	}
