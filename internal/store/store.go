@@ -39,6 +39,24 @@
 //
 // The state file is {"version":1,"clusters":{"<cluster>":{"fence":…,
 // "signal":…,"drain":…,"op_fence":…}}}.
+//
+// # Use from the plugin
+//
+// Open the store in OnStartup (never in parse): OpenFile or NewEtcd. Then
+// Subscribe, then Load with a bounded context, before the DNS port answers;
+// a Change whose Revision is not above the Snapshot's is already in it.
+// OpenFile's *CorruptError and a Load that timed out (etcd unreachable) are
+// counted and logged, and the server starts anyway. On an accepted report,
+// CASFence(prev = the fence in memory, next, signal): nil means accepted,
+// ErrReplay means another replica (or an earlier copy) got there first.
+// Operator requests go through CASOpFence the same way, with the drain.
+// Remote changes arrive through the Subscribe callback, one at a time; apply
+// them like local ones (the callback must not block for long). SOA serials
+// mix in Snapshot.Generation. Close in OnShutdown.
+//
+// A store is one per file (or per etcd prefix and replica) per process: a
+// Corefile reload must hand the old instance's store to the new one (as the
+// push listener is shared), not open a second one on the same file.
 package store
 
 import (
@@ -68,7 +86,9 @@ type Store interface {
 	// CASOpFence moves the operator fence like CASFence, storing d with it.
 	CASOpFence(ctx context.Context, cluster string, prev, next OpFence, d *Drain) error
 	// Subscribe calls fn, one call at a time, for every change another
-	// replica made. It returns a function that stops the calls.
+	// replica made (and, after a relist, for everything that differs from
+	// memory). Subscribe before Load so nothing falls between them. It
+	// returns a function that stops the calls.
 	Subscribe(fn func(Change)) (cancel func())
 	// Status says how the store is doing, for /v1/status, metrics and logs.
 	Status() Status
