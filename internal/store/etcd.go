@@ -249,11 +249,11 @@ func (s *EtcdStore) CASFence(ctx context.Context, cluster string, prev, next Fen
 			return fmt.Errorf("store etcd: %s: %w", fk, err)
 		}
 		if !next.After(have) {
-			return fmt.Errorf("%w: %s is at boot %s sequence %d", ErrReplay, cluster, have.BootID, have.Sequence)
+			return &ReplayError{Cluster: cluster, Fence: &have}
 		}
 		prev = have // someone moved it, but not as far: move on from there
 	}
-	return fmt.Errorf("%w: %s keeps moving", ErrReplay, cluster)
+	return &ReplayError{Cluster: cluster}
 }
 
 // CASOpFence implements Store like CASFence.
@@ -276,11 +276,11 @@ func (s *EtcdStore) CASOpFence(ctx context.Context, cluster string, prev, next O
 			return fmt.Errorf("store etcd: %s: %w", fk, err)
 		}
 		if !next.After(have) {
-			return fmt.Errorf("%w: operator fence of %s is at %s", ErrReplay, cluster, have.SignedAt.Format(time.RFC3339Nano))
+			return &ReplayError{Cluster: cluster, OpFence: &have}
 		}
 		prev = have
 	}
-	return fmt.Errorf("%w: operator fence of %s keeps moving", ErrReplay, cluster)
+	return &ReplayError{Cluster: cluster}
 }
 
 // prevCmp is the condition "the fence at key is still prev": absent when

@@ -145,6 +145,12 @@ func TestEtcdFenceRace(t *testing.T) {
 				wins++
 			case !errors.Is(err, ErrReplay):
 				t.Fatalf("round %d: %v", i, err)
+			default:
+				// The loser learns where the fence is: the winner's.
+				var re *ReplayError
+				if !errors.As(err, &re) || re.Fence == nil || !sameFence(*re.Fence, next) {
+					t.Fatalf("round %d: loser's error %#v does not carry the fence %+v", i, err, next)
+				}
 			}
 		}
 		if wins != 1 {

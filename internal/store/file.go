@@ -182,7 +182,7 @@ func (s *FileStore) change(cluster string, fn func(c *Cluster) error) error {
 func (s *FileStore) CASFence(_ context.Context, cluster string, prev, next Fence, sig *Signal) error {
 	return s.change(cluster, func(c *Cluster) error {
 		if !fenceMoves(c.Fence, prev, next) {
-			return ErrReplay
+			return &ReplayError{Cluster: cluster, Fence: utc(c.Fence)}
 		}
 		c.Fence = utc(&next)
 		if sig != nil {
@@ -206,7 +206,7 @@ func (s *FileStore) PutDrain(_ context.Context, cluster string, d Drain) error {
 func (s *FileStore) CASOpFence(_ context.Context, cluster string, prev, next OpFence, d *Drain) error {
 	return s.change(cluster, func(c *Cluster) error {
 		if !opFenceMoves(c.OpFence, prev, next) {
-			return ErrReplay
+			return &ReplayError{Cluster: cluster, OpFence: utcOp(c.OpFence)}
 		}
 		c.OpFence = utcOp(&next)
 		if d != nil {

@@ -140,10 +140,18 @@ func TestFileFences(t *testing.T) {
 		{"newer from stale prev still moves", f1, Fence{BootID: "b2", Sequence: 1, SignedAt: t0.Add(time.Second)}, nil},
 		{"old boot from stale prev", f1, old, ErrReplay},
 	}
+	var have Fence
 	for _, st := range steps {
 		err := s.CASFence(ctx, "east", st.prev, st.next, nil)
 		if !errors.Is(err, st.want) || (st.want == nil && err != nil) {
 			t.Fatalf("%s: err %v, want %v", st.name, err, st.want)
+		}
+		var re *ReplayError
+		if errors.As(err, &re) && (re.Fence == nil || !sameFence(*re.Fence, have)) {
+			t.Fatalf("%s: refusal says the fence is at %+v, it is at %+v", st.name, re.Fence, have)
+		}
+		if err == nil {
+			have = st.next
 		}
 	}
 	o1 := OpFence{SignedAt: t0, Signature: "v1=aa"}

@@ -63,6 +63,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"maps"
 	"slices"
@@ -77,7 +78,10 @@ type Store interface {
 	// CASFence moves the cluster's fence from prev (zero: none yet) to
 	// next and stores sig with it, atomically. If the stored fence is no
 	// longer prev and next is not After it, nothing changes and the error
-	// is ErrReplay; if next is still newer it moves anyway.
+	// is a *ReplayError (errors.Is ErrReplay); if next is still newer it
+	// moves anyway. Any other error (etcd unreachable, a timeout) may or
+	// may not have landed: apply the report locally anyway, as etcd being
+	// away means serving from local signals.
 	CASFence(ctx context.Context, cluster string, prev, next Fence, sig *Signal) error
 	// PutSignal stores a signal that comes without a fence.
 	PutSignal(ctx context.Context, cluster string, sig Signal) error
@@ -97,7 +101,28 @@ type Store interface {
 }
 
 // ErrReplay means the fence already moved to (or past) what was offered.
+// The error is a *ReplayError, which says where the fence is.
 var ErrReplay = errors.New("store: fence already at or past this one")
+
+// ReplayError is a refused fence move, with the fence as stored now, so the
+// caller can bring its memory up to it. It matches ErrReplay.
+type ReplayError struct {
+	Cluster string
+	Fence   *Fence   // set by CASFence
+	OpFence *OpFence // set by CASOpFence
+}
+
+func (e *ReplayError) Error() string {
+	switch {
+	case e.Fence != nil:
+		return fmt.Sprintf("%v: %s is at boot %s sequence %d", ErrReplay, e.Cluster, e.Fence.BootID, e.Fence.Sequence)
+	case e.OpFence != nil:
+		return fmt.Sprintf("%v: operator fence of %s is at %s", ErrReplay, e.Cluster, e.OpFence.SignedAt.Format(time.RFC3339Nano))
+	}
+	return fmt.Sprintf("%v: %s keeps moving", ErrReplay, e.Cluster)
+}
+
+func (e *ReplayError) Unwrap() error { return ErrReplay }
 
 // ErrCorrupt means the state file could not be read; it was moved aside and
 // the store started empty. Callers count it and carry on.
