@@ -605,7 +605,9 @@ func (s *EtcdStore) watch() bool {
 	s.mu.Lock()
 	from := s.rev + 1
 	s.mu.Unlock()
-	wch := s.cli.Watch(ctx, s.clustersPrefix(), clientv3.WithPrefix(), clientv3.WithRev(from))
+	// Progress notifications move s.rev on while the prefix is quiet, so a
+	// resume after a cut starts late enough not to hit compacted history.
+	wch := s.cli.Watch(ctx, s.clustersPrefix(), clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithProgressNotify())
 	for {
 		select {
 		case <-s.ctx.Done():
