@@ -53,6 +53,7 @@
 // Remote changes arrive through the Subscribe callback, one at a time; apply
 // them like local ones (the callback must not block for long). SOA serials
 // mix in Snapshot.Generation. Close in OnShutdown.
+// Records of clusters the configuration no longer has are kept and ignored.
 //
 // A store is one per file (or per etcd prefix and replica) per process: a
 // Corefile reload must hand the old instance's store to the new one (as the
