@@ -195,3 +195,42 @@ func BenchmarkBaselineHTTPPost(b *testing.B) {
 	b.StopTimer()
 	reportPercentiles(b, "", lat)
 }
+
+// BenchmarkFilePut: what a change costs its caller with `state FILE` (the
+// write itself happens in the background, coalesced).
+func BenchmarkFilePut(b *testing.B) {
+	s, err := OpenFile(b.TempDir()+"/state.json", FileOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	for i := 0; b.Loop(); i++ {
+		s.PutSignal(ctx, "east", Signal{Healthy: i%2 == 0, Reason: "r"})
+	}
+}
+
+// BenchmarkFileFlush: one durable write of a ten-cluster state (temp file,
+// fsync, rename, fsync of the directory), as on shutdown.
+func BenchmarkFileFlush(b *testing.B) {
+	s, err := OpenFile(b.TempDir()+"/state.json", FileOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 10 {
+		putCluster(b, s, fmt.Sprintf("c%d", i), fullCluster(i))
+	}
+	n := max(b.N, benchChanges)
+	lat := make([]time.Duration, 0, n)
+	b.ResetTimer()
+	for i := range n {
+		s.PutSignal(ctx, "c0", Signal{Reason: strconv.Itoa(i)})
+		start := time.Now()
+		if err := s.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	reportPercentiles(b, "", lat)
+}

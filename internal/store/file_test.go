@@ -42,7 +42,7 @@ func fullCluster(i int) *Cluster {
 	}
 }
 
-func putCluster(t *testing.T, s Store, name string, c *Cluster) {
+func putCluster(t testing.TB, s Store, name string, c *Cluster) {
 	t.Helper()
 	if err := s.CASFence(ctx, name, Fence{}, *c.Fence, c.Signal); err != nil {
 		t.Fatalf("CASFence: %v", err)
