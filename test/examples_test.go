@@ -14,7 +14,6 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -309,49 +308,43 @@ func TestExamplesDockerfiles(t *testing.T) {
 	}
 }
 
-// --- A small model of `kustomize build`, enough for examples/kubernetes. ---
-// Any kustomization field it does not model is an error (KnownFields), so an
-// unmodelled feature cannot slip through unchecked.
+// --- The overlays as the real `kubectl kustomize` builds them. ---
 
-type exKustomization struct {
-	APIVersion         string        `yaml:"apiVersion"`
-	Kind               string        `yaml:"kind"`
-	Namespace          string        `yaml:"namespace"`
-	NamePrefix         string        `yaml:"namePrefix"`
-	NameSuffix         string        `yaml:"nameSuffix"`
-	Labels             []exLabels    `yaml:"labels"`
-	Resources          []string      `yaml:"resources"`
-	Components         []string      `yaml:"components"`
-	ConfigMapGenerator []exGenerator `yaml:"configMapGenerator"`
-	SecretGenerator    []exGenerator `yaml:"secretGenerator"`
-	Patches            []exPatch     `yaml:"patches"`
-}
-
-type exLabels struct {
-	Pairs            map[string]string `yaml:"pairs"`
-	IncludeSelectors bool              `yaml:"includeSelectors"`
-	IncludeTemplates bool              `yaml:"includeTemplates"`
-}
-
-type exGenerator struct {
-	Name     string   `yaml:"name"`
-	Behavior string   `yaml:"behavior"`
-	Files    []string `yaml:"files"`
-	Literals []string `yaml:"literals"`
-}
-
-type exPatch struct {
-	Path string `yaml:"path"`
-}
-
-// exObj is one object of a build. Generated ConfigMaps and Secrets get the
-// suffix exHash at the end, where kustomize puts its content hash.
+// exObj is one object of a build.
 type exObj struct {
-	m         map[string]any
-	generated bool
+	m map[string]any
 }
 
-const exHash = "-HASH"
+// exBuildOverlay builds an overlay with the real kustomize (kubectl's), in a
+// copy of examples/kubernetes with throwaway keys where the secret
+// generators expect the operator's key files.
+func exBuildOverlay(t *testing.T, dir string) []*exObj {
+	t.Helper()
+	testutil.Need(t, "kubectl")
+	tmp := t.TempDir()
+	if err := os.CopyFS(tmp, os.DirFS(filepath.Join(exRoot, "kubernetes"))); err != nil {
+		t.Fatal(err)
+	}
+	overlay := filepath.Join(tmp, "overlays", filepath.Base(dir))
+	for _, k := range []string{"east.key", "west.key", "admin.key", "etcd-client.crt", "etcd-client.key", "etcd-ca.crt"} {
+		if err := os.WriteFile(filepath.Join(overlay, "keys", k), []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := exec.Command("kubectl", "kustomize", overlay).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl kustomize %s: %v\n%s", filepath.Base(dir), err, out)
+	}
+	objs, err := exDecodeAll(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := make([]*exObj, len(objs))
+	for i, o := range objs {
+		set[i] = &exObj{m: o}
+	}
+	return set
+}
 
 func (o *exObj) kind() string { return exStr(o.m, "kind") }
 func (o *exObj) name() string { return exStr(o.m, "metadata", "name") }
@@ -359,215 +352,6 @@ func (o *exObj) ns() string   { return exStr(o.m, "metadata", "namespace") }
 func (o *exObj) id() string   { return o.kind() + " " + o.ns() + "/" + o.name() }
 
 var exClusterScoped = map[string]bool{"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true}
-
-// exBuild builds the kustomization in dir; a Component is applied onto acc.
-func exBuild(dir string, acc []*exObj) ([]*exObj, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
-	if err != nil {
-		return nil, err
-	}
-	var k exKustomization
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&k); err != nil {
-		return nil, fmt.Errorf("%s: %w (a kustomize feature this test does not model?)", dir, err)
-	}
-	var set []*exObj
-	if k.Kind == "Component" {
-		set = acc
-	} else if k.Kind != "" && k.Kind != "Kustomization" {
-		return nil, fmt.Errorf("%s: kind %q", dir, k.Kind)
-	}
-	for _, r := range k.Resources {
-		p := filepath.Join(dir, r)
-		if st, err := os.Stat(p); err == nil && st.IsDir() {
-			sub, err := exBuild(p, nil)
-			if err != nil {
-				return nil, err
-			}
-			set = append(set, sub...)
-			continue
-		}
-		rb, err := os.ReadFile(p)
-		if err != nil {
-			return nil, fmt.Errorf("%s: resource: %w", dir, err)
-		}
-		objs, err := exDecodeAll(rb)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
-		}
-		for _, o := range objs {
-			set = append(set, &exObj{m: o})
-		}
-	}
-	for _, c := range k.Components {
-		if set, err = exBuild(filepath.Join(dir, c), set); err != nil {
-			return nil, err
-		}
-	}
-	for _, g := range k.ConfigMapGenerator {
-		if set, err = exGenerate(dir, "ConfigMap", g, set); err != nil {
-			return nil, err
-		}
-	}
-	for _, g := range k.SecretGenerator {
-		if set, err = exGenerate(dir, "Secret", g, set); err != nil {
-			return nil, err
-		}
-	}
-	for _, p := range k.Patches {
-		if set, err = exApplyPatch(filepath.Join(dir, p.Path), set); err != nil {
-			return nil, err
-		}
-	}
-	if k.Namespace != "" {
-		for _, o := range set {
-			if !exClusterScoped[o.kind()] {
-				exSet(o.m, k.Namespace, "metadata", "namespace")
-			}
-		}
-	}
-	if k.NamePrefix != "" || k.NameSuffix != "" {
-		exRename(set, func(o *exObj) string {
-			if o.kind() == "Namespace" { // kustomize leaves namespaces alone
-				return o.name()
-			}
-			return k.NamePrefix + o.name() + k.NameSuffix
-		})
-	}
-	for _, l := range k.Labels {
-		for _, o := range set {
-			exAddLabels(o, l)
-		}
-	}
-	return set, nil
-}
-
-// exGenerate adds (or, with behavior replace/merge, changes) a generated
-// ConfigMap or Secret. Secret files may be missing: keys are generated by
-// the operator and never committed, so only their names are taken.
-func exGenerate(dir, kind string, g exGenerator, set []*exObj) ([]*exObj, error) {
-	data := map[string]any{}
-	for _, f := range g.Files {
-		key, file, ok := strings.Cut(f, "=")
-		if !ok {
-			key, file = filepath.Base(f), f
-		}
-		b, err := os.ReadFile(filepath.Join(dir, file))
-		if err != nil && kind == "ConfigMap" {
-			return nil, fmt.Errorf("%s: configMapGenerator %s: %w", dir, g.Name, err)
-		}
-		data[key] = string(b)
-	}
-	for _, l := range g.Literals {
-		k, v, _ := strings.Cut(l, "=")
-		data[k] = v
-	}
-	switch g.Behavior {
-	case "", "create":
-		o := &exObj{generated: true, m: map[string]any{"apiVersion": "v1", "kind": kind,
-			"metadata": map[string]any{"name": g.Name}, "data": data}}
-		return append(set, o), nil
-	case "replace", "merge":
-		for _, o := range set {
-			if o.kind() == kind && o.name() == g.Name {
-				if g.Behavior == "replace" {
-					o.m["data"] = data
-				} else {
-					for k, v := range data {
-						exSet(o.m, v, "data", k)
-					}
-				}
-				return set, nil
-			}
-		}
-		return nil, fmt.Errorf("%s: %s %s: behavior %s but no such %s", dir, kind, g.Name, g.Behavior, kind)
-	}
-	return nil, fmt.Errorf("%s: %s: behavior %q", dir, g.Name, g.Behavior)
-}
-
-// exApplyPatch applies a strategic-merge patch file: `$patch: delete`, or a
-// merge of maps. Patches of lists are not modelled and fail loudly.
-func exApplyPatch(file string, set []*exObj) ([]*exObj, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	patches, err := exDecodeAll(b)
-	if err != nil || len(patches) != 1 {
-		return nil, fmt.Errorf("%s: want exactly one patch document (kustomize crashes on several with $patch: delete): %v", file, err)
-	}
-	p := patches[0]
-	kind, name := exStr(p, "kind"), exStr(p, "metadata", "name")
-	for i, o := range set {
-		if o.kind() != kind || o.name() != name {
-			continue
-		}
-		if p["$patch"] == "delete" {
-			return slices.Delete(set, i, i+1), nil
-		}
-		return set, exMerge(o.m, p, file)
-	}
-	return nil, fmt.Errorf("%s: patches %s %s, which is not in the build", file, kind, name)
-}
-
-func exMerge(dst, src map[string]any, file string) error {
-	for k, v := range src {
-		switch v := v.(type) {
-		case map[string]any:
-			d, ok := dst[k].(map[string]any)
-			if !ok {
-				d = map[string]any{}
-				dst[k] = d
-			}
-			if err := exMerge(d, v, file); err != nil {
-				return err
-			}
-		case []any:
-			return fmt.Errorf("%s: list patches (%s) are not modelled by this test", file, k)
-		default:
-			dst[k] = v
-		}
-	}
-	return nil
-}
-
-// exRename renames objects and, as kustomize's name-reference transformer
-// does, every reference to them in the set.
-func exRename(set []*exObj, newName func(*exObj) string) {
-	renamed := map[string]string{} // "Kind ns/old" -> new
-	for _, o := range set {
-		if n := newName(o); n != o.name() {
-			renamed[o.id()] = n
-			exSet(o.m, n, "metadata", "name")
-		}
-	}
-	for _, o := range set {
-		for _, r := range exRefs(o) {
-			if n, ok := renamed[r.kind+" "+r.namespace(o)+"/"+r.name()]; ok {
-				r.set(n)
-			}
-		}
-	}
-}
-
-func exAddLabels(o *exObj, l exLabels) {
-	for k, v := range l.Pairs {
-		exSet(o.m, v, "metadata", "labels", k)
-		if exMap(o.m, "spec", "template") != nil && (l.IncludeSelectors || l.IncludeTemplates) {
-			exSet(o.m, v, "spec", "template", "metadata", "labels", k)
-		}
-		if !l.IncludeSelectors {
-			continue
-		}
-		switch o.kind() {
-		case "Service":
-			exSet(o.m, v, "spec", "selector", k)
-		case "Deployment", "DaemonSet", "StatefulSet", "ReplicaSet", "Job":
-			exSet(o.m, v, "spec", "selector", "matchLabels", k)
-		}
-	}
-}
 
 // exRef is a reference from one object to another: the map and field that
 // hold the referenced name, so a rename can write it.
@@ -580,8 +364,7 @@ type exRef struct {
 	where    string
 }
 
-func (r exRef) name() string    { return exStr(r.m, r.field) }
-func (r exRef) set(name string) { r.m[r.field] = name }
+func (r exRef) name() string { return exStr(r.m, r.field) }
 
 // namespace is where the referenced object must be: a subject names its
 // own; everything else is in the referring object's namespace.
@@ -670,22 +453,6 @@ func exContainers(pod map[string]any) []map[string]any {
 	return out
 }
 
-// exBuildOverlay builds an overlay and then, as kustomize does last, gives
-// generated ConfigMaps and Secrets their hash suffix.
-func exBuildOverlay(dir string) ([]*exObj, error) {
-	set, err := exBuild(dir, nil)
-	if err != nil {
-		return nil, err
-	}
-	exRename(set, func(o *exObj) string {
-		if o.generated {
-			return o.name() + exHash
-		}
-		return o.name()
-	})
-	return set, nil
-}
-
 func exOverlays(t *testing.T) []string {
 	t.Helper()
 	dirs, _ := filepath.Glob(filepath.Join(exRoot, "kubernetes", "overlays", "*"))
@@ -709,10 +476,7 @@ func TestExamplesKustomizeReferences(t *testing.T) {
 	for _, dir := range exOverlays(t) {
 		overlay := filepath.Base(dir)
 		t.Run(overlay, func(t *testing.T) {
-			set, err := exBuildOverlay(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
+			set := exBuildOverlay(t, dir)
 			exCheckObjects(t, set)
 			corefile := exCheckDNS(t, set)
 			clusters[overlay] = strings.Join(exClusterLines(corefile), "\n")
@@ -1091,84 +855,6 @@ func exCorefileHasKey(corefile, cluster string) bool {
 	re := regexp.MustCompile(`(?s)cluster\s+` + regexp.QuoteMeta(cluster) + `\s[^{}\n]*\{([^}]*)\}`)
 	m := re.FindStringSubmatch(corefile)
 	return m != nil && strings.Contains(m[1], "key_file")
-}
-
-// The model of kustomize above agrees with the real one, where kubectl is
-// here: the same objects, with the same references, after the hash suffix.
-func TestExamplesKustomizeMatchesKubectl(t *testing.T) {
-	if _, err := exec.LookPath("kubectl"); err != nil {
-		testutil.Missing(t, "needs kubectl on PATH (for `kubectl kustomize`)")
-	}
-	tmp := t.TempDir()
-	if err := os.CopyFS(tmp, os.DirFS(filepath.Join(exRoot, "kubernetes"))); err != nil {
-		t.Fatal(err)
-	}
-	for _, dir := range exOverlays(t) {
-		overlay := filepath.Base(dir)
-		t.Run(overlay, func(t *testing.T) {
-			for _, k := range []string{"east.key", "west.key", "admin.key", "etcd-client.crt", "etcd-client.key", "etcd-ca.crt"} {
-				os.WriteFile(filepath.Join(tmp, "overlays", overlay, "keys", k), []byte("0123456789abcdef0123456789abcdef\n"), 0o600)
-			}
-			out, err := exec.Command("kubectl", "kustomize", filepath.Join(tmp, "overlays", overlay)).CombinedOutput()
-			if err != nil {
-				t.Fatalf("kubectl kustomize: %v\n%s", err, out)
-			}
-			objs, err := exDecodeAll(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var real []*exObj
-			for _, o := range objs {
-				real = append(real, &exObj{m: o})
-			}
-			model, err := exBuildOverlay(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, want := exFingerprint(model), exFingerprint(real)
-			if strings.Join(got, "\n") != strings.Join(want, "\n") {
-				t.Errorf("the test's model of kustomize differs from kubectl kustomize:\nmodel:\n%s\nkubectl:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-			}
-		})
-	}
-}
-
-var exReHash = regexp.MustCompile(`-[a-z0-9]{10}$`)
-
-// exFingerprint lists each object's id, references, labels and selectors,
-// with generator hashes normalized.
-func exFingerprint(set []*exObj) []string {
-	norm := func(kind, name string) string {
-		if (kind == "ConfigMap" || kind == "Secret") && !strings.HasSuffix(name, exHash) {
-			name = exReHash.ReplaceAllString(name, exHash)
-		}
-		return name
-	}
-	var out []string
-	for _, o := range set {
-		line := o.kind() + " " + o.ns() + "/" + norm(o.kind(), o.name())
-		for _, r := range exRefs(o) {
-			line += " " + r.kind + ":" + r.namespace(o) + "/" + norm(r.kind, r.name())
-		}
-		for _, f := range [][]string{{"metadata", "labels"}, {"spec", "selector"}, {"spec", "selector", "matchLabels"}, {"spec", "template", "metadata", "labels"}} {
-			if m := exMap(o.m, f...); m != nil {
-				line += fmt.Sprintf(" %s=%v", strings.Join(f, "."), exSortedMap(m))
-			}
-		}
-		out = append(out, line)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func exSortedMap(m map[string]any) string {
-	var parts []string
-	for _, k := range exSortedKeys(m) {
-		if _, nested := m[k].(map[string]any); !nested {
-			parts = append(parts, fmt.Sprintf("%s=%v", k, m[k]))
-		}
-	}
-	return strings.Join(parts, ",")
 }
 
 // --- small helpers over decoded YAML ---
