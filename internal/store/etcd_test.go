@@ -79,7 +79,7 @@ func TestEtcdChangeReachesOtherReplica(t *testing.T) {
 	if err := a.PutDrain(ctx, "east", Drain{Drained: true, Reason: "maintenance", At: at, Replica: "a"}); err != nil {
 		t.Fatal(err)
 	}
-	testutil.WaitFor(t, 2*time.Second, "b to hear a's drain", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "b to hear a's drain", func() bool {
 		return rb.has("east", KindDrain, func(c Change) bool { return c.Drain.Drained && c.Drain.Reason == "maintenance" })
 	})
 	t.Logf("drain put by a heard by b after %s", time.Since(start))
