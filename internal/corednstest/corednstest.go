@@ -28,16 +28,27 @@ type Server struct {
 // when the test ends.
 func Start(t testing.TB, corefile string) *Server {
 	t.Helper()
+	s, err := TryStart(t, corefile)
+	if err != nil {
+		t.Fatalf("starting CoreDNS: %v", err)
+	}
+	return s
+}
+
+// TryStart is Start for tests that expect a Corefile to fail: it returns
+// the error instead of failing the test.
+func TryStart(t testing.TB, corefile string) (*Server, error) {
+	t.Helper()
 	if err := dnsserver.SetDirectives(directives.List); err != nil {
 		t.Fatal(err)
 	}
 	inst, err := caddy.Start(input{corefile})
 	if err != nil {
-		t.Fatalf("starting CoreDNS: %v", err)
+		return nil, err
 	}
 	s := &Server{t: t, inst: inst}
 	t.Cleanup(s.Stop)
-	return s
+	return s, nil
 }
 
 // UDP is the UDP address of the first server block.
