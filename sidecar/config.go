@@ -36,6 +36,8 @@ type Config struct {
 	Listen    string   `yaml:"listen"`
 	Checks    []*Check `yaml:"checks"`
 
+	Ingress []*IngressAction `yaml:"ingress"` // told to stop/resume by POST /v1/distribution
+
 	Key          []byte        `yaml:"-"`
 	IntervalD    time.Duration `yaml:"-"`
 	HeartbeatD   time.Duration `yaml:"-"`
@@ -126,7 +128,7 @@ func (cfg *Config) validate(dir string) error {
 			return fmt.Errorf("checks[%d] (%s): %w", i, c.Name, err)
 		}
 	}
-	return nil
+	return compileIngress(cfg.Ingress)
 }
 
 // Targets returns the full push URLs (<report_to>/v1/report).
