@@ -24,7 +24,7 @@ const ingressTransitions = 40
 // extra cost of the ingress is the difference.
 func BenchmarkIngressDrain(b *testing.B) {
 	b1, b2 := startEchoBackend(b), startEchoBackend(b)
-	lb := startHAProxy(b, b1.ln.Addr().String(), b2.ln.Addr().String())
+	lb := testutil.StartHAProxy(b, b1.ln.Addr().String(), b2.ln.Addr().String())
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
 	b.Cleanup(sink.Close)
 	sc := startIngressSidecar(b, fmt.Sprintf(`cluster: east
@@ -35,7 +35,7 @@ checks:
   - {name: up, exec: {command: [/bin/true]}, interval: 1s}
 ingress:
   - haproxy: {socket: %s, backends: [web]}
-`, sink.URL, lb.sock))
+`, sink.URL, lb.Socket))
 	dns := realCoreDNS(b, ingressCorefile(b, sc.url+"/v1/distribution"))
 	east := newPusher("east", eastKey)
 	if code, err := east.push(dns.api, true); code != 204 {
@@ -61,7 +61,7 @@ ingress:
 			go func() {
 				dnsDone <- pollEveryMs(start, func() bool { return answerSet(dns.dns, "svc1.net.") == wantDNS })
 			}()
-			lbTook := pollEveryMs(start, func() bool { return lb.statuses(b) == wantLB })
+			lbTook := pollEveryMs(start, func() bool { return lb.Statuses(b) == wantLB })
 			dnsTook := <-dnsDone
 			if lbTook < 0 || dnsTook < 0 {
 				b.Fatalf("transition %d (healthy=%v): ingress %s, dns %s (negative: not reached in 5 s)", i, healthy, lbTook, dnsTook)

@@ -22,88 +22,6 @@ import (
 	"github.com/healthswitch/healthswitch/sidecar"
 )
 
-// haproxyLB is a real HAProxy (Debian's haproxy, run in the foreground) in
-// mode tcp: a frontend on a free loopback port, backend "web" with one
-// server per address, and an admin stats socket in a temp dir.
-type haproxyLB struct {
-	front, sock string
-}
-
-func startHAProxy(tb testing.TB, servers ...string) *haproxyLB {
-	tb.Helper()
-	testutil.Need(tb, "haproxy")
-	dir := tb.TempDir()
-	h := &haproxyLB{front: fmt.Sprintf("127.0.0.1:%d", freePort(tb)), sock: filepath.Join(dir, "admin.sock")}
-	var lines strings.Builder
-	for i, s := range servers {
-		fmt.Fprintf(&lines, "    server s%d %s\n", i+1, s)
-	}
-	cfg := fmt.Sprintf(`global
-    stats socket %s mode 600 level admin
-defaults
-    mode tcp
-    timeout connect 1s
-    timeout client 30s
-    timeout server 30s
-frontend fe
-    bind %s
-    default_backend web
-backend web
-    balance roundrobin
-%s`, h.sock, h.front, lines.String())
-	path := filepath.Join(dir, "haproxy.cfg")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		tb.Fatal(err)
-	}
-	startLogged(tb, "haproxy", exec.Command("haproxy", "-f", path, "-db"))
-	testutil.WaitFor(tb, 5*time.Second, "haproxy's stats socket", func() bool {
-		_, err := h.command("show info")
-		return err == nil
-	})
-	return h
-}
-
-// command runs one line on the runtime API. This is the test's own
-// reading of the socket, independent of the sidecar's.
-func (h *haproxyLB) command(line string) (string, error) {
-	conn, err := net.DialTimeout("unix", h.sock, time.Second)
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := io.WriteString(conn, line+"\n"); err != nil {
-		return "", err
-	}
-	b, err := io.ReadAll(conn)
-	return string(b), err
-}
-
-// statuses reads the status column of `show stat` for backend web's
-// servers: "DRAIN", "no check" (ready, no health check), "MAINT"...
-func (h *haproxyLB) statuses(tb testing.TB) string {
-	tb.Helper()
-	out, err := h.command("show stat")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	lines := strings.Split(out, "\n")
-	header := strings.Split(strings.TrimPrefix(lines[0], "# "), ",")
-	col := map[string]int{}
-	for i, c := range header {
-		col[c] = i
-	}
-	var st []string
-	for _, l := range lines[1:] {
-		f := strings.Split(l, ",")
-		if len(f) < len(header) || f[col["pxname"]] != "web" || f[col["svname"]] == "BACKEND" {
-			continue
-		}
-		st = append(st, f[col["svname"]]+"="+f[col["status"]])
-	}
-	return strings.Join(st, " ")
-}
-
 // echoBackend is one of the cluster's servers behind HAProxy: it echoes
 // and counts the connections it accepts.
 type echoBackend struct {
@@ -318,7 +236,7 @@ func TestIngressHAProxyEndToEnd(t *testing.T) {
 		t.Skip("runs haproxy, coredns and the sidecar")
 	}
 	b1, b2 := startEchoBackend(t), startEchoBackend(t)
-	lb := startHAProxy(t, b1.ln.Addr().String(), b2.ln.Addr().String())
+	lb := testutil.StartHAProxy(t, b1.ln.Addr().String(), b2.ln.Addr().String())
 	health := &checkedServer{addr: "127.0.0.1:0"}
 	health.start(t)
 	defer health.kill()
@@ -332,7 +250,7 @@ checks:
   - {name: web, http: {url: 'http://%s/healthz'}}
 ingress:
   - haproxy: {socket: %s, backends: [web]}
-`, apiPort, health.addr, lb.sock))
+`, apiPort, health.addr, lb.Socket))
 	tap := newNotifyTap(t, sc.url+"/v1/distribution")
 	dns := realCoreDNSOn(t, ingressCorefile(t, tap.srv.URL), apiPort)
 
@@ -340,10 +258,10 @@ ingress:
 	testutil.WaitFor(t, 5*time.Second, "east answered and its ingress told to serve", func() bool {
 		return answerSet(dns.dns, "svc1.net.") == "127.0.0.11 127.0.0.12" && sc.ingress(t).State == "serving"
 	})
-	if got := lb.statuses(t); got != ready {
+	if got := lb.Statuses(t); got != ready {
 		t.Fatalf("haproxy servers at the start: %s", got)
 	}
-	before, err := net.DialTimeout("tcp", lb.front, time.Second)
+	before, err := net.DialTimeout("tcp", lb.Front, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,12 +271,12 @@ ingress:
 	}
 
 	health.kill()
-	testutil.WaitFor(t, 3*time.Second, "haproxy's servers draining", func() bool { return lb.statuses(t) == "s1=DRAIN s2=DRAIN" })
+	testutil.WaitFor(t, 3*time.Second, "haproxy's servers draining", func() bool { return lb.Statuses(t) == "s1=DRAIN s2=DRAIN" })
 	if got := answerSet(dns.dns, "svc1.net."); got != "127.0.0.12" {
 		t.Errorf("DNS answer after east failed: %q", got)
 	}
 	accepted := b1.accepted.Load() + b2.accepted.Load()
-	if err := newConnectionEchoes(lb.front); err == nil {
+	if err := newConnectionEchoes(lb.Front); err == nil {
 		t.Error("a new connection through the drained haproxy still reached a backend")
 	} else {
 		t.Logf("new connection while drained: %v", err)
@@ -375,8 +293,8 @@ ingress:
 	}
 
 	health.start(t)
-	testutil.WaitFor(t, 3*time.Second, "haproxy's servers ready again", func() bool { return lb.statuses(t) == ready })
-	if err := newConnectionEchoes(lb.front); err != nil {
+	testutil.WaitFor(t, 3*time.Second, "haproxy's servers ready again", func() bool { return lb.Statuses(t) == ready })
+	if err := newConnectionEchoes(lb.Front); err != nil {
 		t.Errorf("new connection after the resume: %v", err)
 	}
 	if err := echo(before, "after"); err != nil {
@@ -401,11 +319,11 @@ ingress:
 		if code, answer := postNotification(sc.url+"/v1/distribution", tc.body, tc.ts, tc.sig); code != tc.want {
 			t.Errorf("%s: status %d, want %d: %s", tc.name, code, tc.want, answer)
 		}
-		if got := lb.statuses(t); got != ready {
+		if got := lb.Statuses(t); got != ready {
 			t.Errorf("%s changed haproxy's servers: %s", tc.name, got)
 		}
 	}
-	if err := newConnectionEchoes(lb.front); err != nil {
+	if err := newConnectionEchoes(lb.Front); err != nil {
 		t.Errorf("new connection after the refused notifications: %v", err)
 	}
 }
