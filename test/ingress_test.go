@@ -100,7 +100,7 @@ func startIngressSidecar(tb testing.TB, config string) *ingressSidecar {
 	listen := fmt.Sprintf("127.0.0.1:%d", freePort(tb))
 	path := filepath.Join(dir, "sidecar.yaml")
 	os.WriteFile(path, []byte(strings.ReplaceAll(config, "LISTEN", listen)), 0o600)
-	startLogged(tb, "sidecar", exec.Command(realBinary(tb, "healthswitch-sidecar"), "-config", path))
+	testutil.StartLogged(tb, "sidecar", exec.Command(realBinary(tb, "healthswitch-sidecar"), "-config", path))
 	s := &ingressSidecar{url: "http://" + listen}
 	testutil.WaitFor(tb, 5*time.Second, "the sidecar to serve", func() bool {
 		resp, err := http.Get(s.url + "/healthz")
@@ -110,24 +110,6 @@ func startIngressSidecar(tb testing.TB, config string) *ingressSidecar {
 		return err == nil && resp.StatusCode == 200
 	})
 	return s
-}
-
-// startLogged starts cmd and, at cleanup, kills it and shows its output
-// when the test failed.
-func startLogged(tb testing.TB, name string, cmd *exec.Cmd) {
-	tb.Helper()
-	var log bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if tb.Failed() {
-			tb.Logf("%s output:\n%s", name, log.String())
-		}
-	})
 }
 
 func (s *ingressSidecar) ingress(tb testing.TB) sidecar.IngressStatus {

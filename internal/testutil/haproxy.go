@@ -1,7 +1,6 @@
 package testutil
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -49,19 +48,7 @@ backend web
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var log bytes.Buffer
-	cmd := exec.Command("haproxy", "-f", path, "-db")
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("haproxy output:\n%s", log.String())
-		}
-	})
+	StartLogged(t, "haproxy", exec.Command("haproxy", "-f", path, "-db"))
 	WaitFor(t, 5*time.Second, "haproxy's stats socket", func() bool {
 		_, err := h.Command("show info")
 		return err == nil
