@@ -147,7 +147,7 @@ func (d *distributor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ts := r.Header.Get(report.HeaderTimestamp)
-	err = report.VerifyAny([][]byte{cfg.Key}, ts, r.Header.Get(report.HeaderSignature), body, d.now(), report.DefaultSkew)
+	err = report.VerifyAny(cfg.Keys, ts, r.Header.Get(report.HeaderSignature), body, d.now(), report.DefaultSkew)
 	switch {
 	case errors.Is(err, report.ErrSkew):
 		d.refuse(w, http.StatusConflict, notifSkew, err.Error())

@@ -300,3 +300,30 @@ func TestParseServersState(t *testing.T) {
 		t.Errorf("unknown backend: %v", err)
 	}
 }
+
+// During a key rollover the sidecar lists both keys: notifications signed
+// with either are obeyed (the DNS servers sign with the first of theirs),
+// and its reports are signed with the first.
+func TestDistributionKeyRollover(t *testing.T) {
+	dir := t.TempDir()
+	const newKey = "new-key-0123456789abcdef"
+	os.WriteFile(filepath.Join(dir, "new.key"), []byte(newKey), 0o600)
+	cfg, err := Load(writeConfig(t, dir, "cluster: east\nkey_file: [new.key, test.key]\nreport_to: [http://127.0.0.1:1]\n"+
+		"checks:\n  - {name: web, tcp: {address: '127.0.0.1:1'}}\ningress:\n  - exec: {stop: [/bin/true], resume: [/bin/true]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(cfg.Key) != newKey || len(cfg.Keys) != 2 {
+		t.Fatalf("keys: first %q, %d in all", cfg.Key, len(cfg.Keys))
+	}
+	f := &ingressFixture{s: New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))}
+	now := time.Now()
+	for i, key := range []string{testKey, newKey} {
+		if code, body := f.post(notification("east", "stop", uint64(i+1)), key, now.Add(time.Duration(i)*time.Millisecond)); code != 200 {
+			t.Errorf("signed with key %d: %d %s", i, code, body)
+		}
+	}
+	if _, err := Load(writeConfig(t, t.TempDir(), "cluster: east\nkey_file: []\nreport_to: [http://127.0.0.1:1]\nchecks:\n  - {name: web, tcp: {address: '127.0.0.1:1'}}\n")); err == nil || err.Error() != "key_file: required" {
+		t.Errorf("empty key_file list: %v", err)
+	}
+}
