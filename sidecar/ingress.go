@@ -166,8 +166,16 @@ func (e *ExecIngress) compile(a *IngressAction) error {
 	if len(e.Resume) == 0 || e.Resume[0] == "" {
 		return errors.New("resume: required (an argv list, e.g. [/usr/local/bin/start-lb])")
 	}
-	a.target, a.do = e.Stop[0]+" | "+e.Resume[0], e.apply
+	a.target, a.do = clip(strings.Join(e.Stop, " "))+" | "+clip(strings.Join(e.Resume, " ")), e.apply
 	return nil
+}
+
+// clip keeps what /status and errors show of a command short.
+func clip(s string) string {
+	if len(s) > 60 {
+		return s[:60] + "…"
+	}
+	return s
 }
 
 // apply runs the command with the notification in HEALTHSWITCH_* variables;

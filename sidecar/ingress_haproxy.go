@@ -176,15 +176,7 @@ func (h *HAProxyIngress) command(ctx context.Context, line string) (string, erro
 	}
 	var buf bytes.Buffer
 	if _, err := io.Copy(&buf, io.LimitReader(conn, haMaxResponse)); err != nil {
-		return "", fmt.Errorf("haproxy %s: reading the answer to %q: %w", h.Socket, firstWords(line), err)
+		return "", fmt.Errorf("haproxy %s: reading the answer to %q: %w", h.Socket, clip(line), err)
 	}
 	return buf.String(), nil
-}
-
-// firstWords names a command in errors without the list of every server.
-func firstWords(line string) string {
-	if len(line) > 60 {
-		return line[:60] + "…"
-	}
-	return line
 }
