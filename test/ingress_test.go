@@ -366,3 +366,63 @@ ingress:
 	}
 	applied("resume applied again", "up east resume\ndown east stop\nup east resume", "POST /healthcheck/ok, POST /healthcheck/fail, POST /healthcheck/ok")
 }
+
+// The pitfall of an epoch fence: the plugin's epoch starts again from 0
+// when the DNS server restarts. The sidecar orders by the signed time, so
+// the restarted server's first, low-epoch decision is still obeyed.
+func TestIngressObeysRestartedDNSServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs coredns twice and the sidecar")
+	}
+	file := filepath.Join(t.TempDir(), "lb-state")
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
+	defer sink.Close()
+	sc := startIngressSidecar(t, fmt.Sprintf(`cluster: east
+key_file: k.key
+report_to: [%s]
+listen: LISTEN
+checks:
+  - {name: up, exec: {command: [/bin/true]}, interval: 1s}
+ingress:
+  - exec: {stop: [/bin/sh, -c, 'echo "stop $HEALTHSWITCH_EPOCH" >> %[2]s'], resume: [/bin/sh, -c, 'echo "resume $HEALTHSWITCH_EPOCH" >> %[2]s']}
+`, sink.URL, file))
+	last := func() string {
+		b, _ := os.ReadFile(file)
+		l := strings.Split(strings.TrimSpace(string(b)), "\n")
+		return l[len(l)-1]
+	}
+	corefile := ingressCorefile(t, sc.url+"/v1/distribution")
+	apiPort := freePort(t)
+	first := realCoreDNSOn(t, corefile, apiPort)
+	east := newPusher("east", eastKey)
+	for i, healthy := range []bool{true, false, true, false} {
+		if code, err := east.push(first.api, healthy); code != 204 {
+			t.Fatalf("report %d: %d %v", i, code, err)
+		}
+		want := "resume"
+		if !healthy {
+			want = "stop"
+		}
+		testutil.WaitFor(t, 3*time.Second, fmt.Sprintf("transition %d applied", i), func() bool { return strings.HasPrefix(last(), want+" ") })
+	}
+	var stopEpoch uint64
+	fmt.Sscanf(last(), "stop %d", &stopEpoch)
+	first.cmd.Process.Kill()
+	first.cmd.Wait()
+
+	second := realCoreDNSOn(t, corefile, apiPort)
+	restarted := newPusher("east", eastKey)
+	restarted.Boot = "after-restart"
+	if code, err := restarted.push(second.api, true); code != 204 {
+		t.Fatalf("report to the restarted server: %d %v", code, err)
+	}
+	testutil.WaitFor(t, 3*time.Second, "the restarted server's resume applied", func() bool { return strings.HasPrefix(last(), "resume ") })
+	var resumeEpoch uint64
+	fmt.Sscanf(last(), "resume %d", &resumeEpoch)
+	if resumeEpoch >= stopEpoch {
+		t.Errorf("the restarted server's epoch %d is not below the first's %d: this test shows nothing", resumeEpoch, stopEpoch)
+	}
+	if st := sc.ingress(t); st.State != "serving" || st.Last.Epoch != resumeEpoch {
+		t.Errorf("sidecar status: %+v", st)
+	}
+}
