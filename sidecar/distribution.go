@@ -37,9 +37,11 @@ type distributor struct {
 	now     func() time.Time
 	started int64 // unix ms; nothing signed before is obeyed
 
-	mu       sync.Mutex // one notification at a time, in the order they arrive
-	fence    fenceKey   // the newest decision verified so far
-	fenceOK  bool       // and whether applying it succeeded
+	applyMu sync.Mutex // one notification at a time, in the order they arrive
+	fence   fenceKey   // the newest decision verified so far; under applyMu
+	fenceOK bool       // and whether applying it succeeded
+
+	mu       sync.Mutex // what /status shows, so it never waits for an apply
 	state    string
 	last     *NotificationStatus
 	actions  []ActionResult
@@ -185,14 +187,14 @@ type applyResponse struct {
 	Actions    []ActionResult `json:"actions,omitempty"`
 }
 
-// apply checks the fence and runs the actions, holding mu throughout so
-// decisions are applied one at a time. The fence moves to every verified
+// apply checks the fence and runs the actions, holding applyMu throughout
+// so decisions are applied one at a time. The fence moves to every verified
 // decision newer than it, applied or not; the same decision may be tried
 // again only while it has not succeeded (the plugin resends it after a 502).
 func (d *distributor) apply(cfg *Config, n report.Notification, key fenceKey) (int, applyResponse) {
 	resp := applyResponse{Cluster: n.Cluster, Action: n.Action, Epoch: n.Epoch}
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.applyMu.Lock()
+	defer d.applyMu.Unlock()
 	var refused string
 	switch {
 	case key.ms < d.started:
@@ -203,8 +205,7 @@ func (d *distributor) apply(cfg *Config, n report.Notification, key fenceKey) (i
 		refused, resp.Reason = notifStale, fmt.Sprintf("a newer decision (signed %d, epoch %d) is known", d.fence.ms, d.fence.epoch)
 	}
 	if refused != "" {
-		d.m.notifications.WithLabelValues(refused).Inc()
-		d.received[refused]++
+		d.count(refused)
 		d.s.log.Warn("notification refused", "result", refused, "action", n.Action, "epoch", n.Epoch, "why", resp.Reason)
 		return http.StatusConflict, resp
 	}
@@ -215,32 +216,37 @@ func (d *distributor) apply(cfg *Config, n report.Notification, key fenceKey) (i
 	resp.Applied, resp.DurationMS, resp.Actions = true, float64(took.Microseconds())/1000, results
 	for _, a := range results {
 		d.m.actions.WithLabelValues(a.Kind, n.Action, okOrError(a.OK)).Inc()
-		if !a.OK {
-			resp.Applied = false
-			if resp.Error == "" {
-				resp.Error = fmt.Sprintf("%s %s: %s", a.Kind, a.Target, a.Error)
-			}
+		if !a.OK && resp.Applied {
+			resp.Applied, resp.Error = false, fmt.Sprintf("%s %s: %s", a.Kind, a.Target, a.Error)
 		}
 	}
 	d.m.applyDuration.WithLabelValues(n.Action).Observe(took.Seconds())
-	d.fenceOK, d.actions = resp.Applied, results
-	d.last = &NotificationStatus{Action: n.Action, Reason: n.Reason, Epoch: n.Epoch, SignedAt: time.UnixMilli(key.ms).UTC(),
-		At: n.At, ReceivedAt: received.UTC(), DurationMS: resp.DurationMS, OK: resp.Applied, Error: resp.Error}
+	d.fenceOK = resp.Applied
+	d.record(n, key, received, resp)
 	if !resp.Applied {
-		d.m.notifications.WithLabelValues(notifFailed).Inc()
-		d.received[notifFailed]++
+		d.count(notifFailed)
 		d.s.log.Error("ingress action failed", "action", n.Action, "epoch", n.Epoch, "err", resp.Error)
 		return http.StatusBadGateway, resp
 	}
-	d.state = ingressServing
-	if n.Action == actionStop {
-		d.state = ingressStopped
-	}
-	d.m.setState(d.state)
-	d.m.notifications.WithLabelValues(notifApplied).Inc()
-	d.received[notifApplied]++
-	d.s.log.Info("ingress "+d.state, "action", n.Action, "epoch", n.Epoch, "reason", n.Reason, "took", took)
+	d.count(notifApplied)
+	d.s.log.Info("ingress applied", "action", n.Action, "epoch", n.Epoch, "reason", n.Reason, "took", took)
 	return http.StatusOK, resp
+}
+
+// record keeps what /status shows of a notification that ran.
+func (d *distributor) record(n report.Notification, key fenceKey, received time.Time, resp applyResponse) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.actions = resp.Actions
+	d.last = &NotificationStatus{Action: n.Action, Reason: n.Reason, Epoch: n.Epoch, SignedAt: time.UnixMilli(key.ms).UTC(),
+		At: n.At, ReceivedAt: received.UTC(), DurationMS: resp.DurationMS, OK: resp.Applied, Error: resp.Error}
+	if resp.Applied {
+		d.state = ingressServing
+		if n.Action == actionStop {
+			d.state = ingressStopped
+		}
+		d.m.setState(d.state)
+	}
 }
 
 func okOrError(ok bool) string {

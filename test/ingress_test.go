@@ -129,6 +129,18 @@ func (s *ingressSidecar) ingress(tb testing.TB) sidecar.IngressStatus {
 	return *st.Ingress
 }
 
+// settled waits until the sidecar's /status shows the ingress in state (the
+// actions finish just before their results are recorded) and returns it.
+func (s *ingressSidecar) settled(tb testing.TB, state string) sidecar.IngressStatus {
+	tb.Helper()
+	var st sidecar.IngressStatus
+	testutil.WaitFor(tb, 2*time.Second, "sidecar /status: ingress "+state, func() bool {
+		st = s.ingress(tb)
+		return st.State == state
+	})
+	return st
+}
+
 // ingressCorefile is a block with cluster east notifying notifyURL, and
 // west; the push API on APIPORT.
 func ingressCorefile(tb testing.TB, notifyURL string) string {
@@ -269,7 +281,7 @@ ingress:
 	if err := echo(before, "still here"); err != nil {
 		t.Errorf("the connection opened before the stop broke: %v", err)
 	}
-	st := sc.ingress(t)
+	st := sc.settled(t, "stopped")
 	if st.State != "stopped" || st.Last == nil || st.Last.Action != "stop" || len(st.Actions) != 1 || !st.Actions[0].OK {
 		t.Errorf("sidecar status after the stop: %+v", st)
 	}
@@ -358,7 +370,7 @@ ingress:
 		t.Fatalf("unhealthy report: %d %v", code, err)
 	}
 	applied("stop applied", "up east resume\ndown east stop", "POST /healthcheck/ok, POST /healthcheck/fail")
-	if st := sc.ingress(t); st.State != "stopped" || len(st.Actions) != 2 || !st.Actions[0].OK || !st.Actions[1].OK {
+	if st := sc.settled(t, "stopped"); len(st.Actions) != 2 || !st.Actions[0].OK || !st.Actions[1].OK {
 		t.Errorf("sidecar status: %+v", st)
 	}
 	if code, err := east.push(dns.api, true); code != 204 {
@@ -422,7 +434,7 @@ ingress:
 	if resumeEpoch >= stopEpoch {
 		t.Errorf("the restarted server's epoch %d is not below the first's %d: this test shows nothing", resumeEpoch, stopEpoch)
 	}
-	if st := sc.ingress(t); st.State != "serving" || st.Last.Epoch != resumeEpoch {
+	if st := sc.settled(t, "serving"); st.Last.Epoch != resumeEpoch {
 		t.Errorf("sidecar status: %+v", st)
 	}
 }
