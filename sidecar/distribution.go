@@ -169,9 +169,6 @@ func (d *distributor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ms, _ := strconv.ParseInt(ts, 10, 64) // Verify has parsed it
 	code, res := d.apply(cfg, n, fenceKey{ms: ms, epoch: n.Epoch})
-	if code == 0 {
-		return
-	}
 	writeJSON(w, code, res)
 }
 

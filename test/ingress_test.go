@@ -379,17 +379,13 @@ ingress:
 	applied("resume applied again", "up east resume\ndown east stop\nup east resume", "POST /healthcheck/ok, POST /healthcheck/fail, POST /healthcheck/ok")
 }
 
-// The pitfall of an epoch fence: the plugin's epoch starts again from 0
-// when the DNS server restarts. The sidecar orders by the signed time, so
-// the restarted server's first, low-epoch decision is still obeyed.
-func TestIngressObeysRestartedDNSServer(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs coredns twice and the sidecar")
-	}
+// startEpochLogSidecar runs a sidecar whose exec action appends "stop N" or
+// "resume N" (N: the notification's epoch) to a file; last reads the last line.
+func startEpochLogSidecar(t *testing.T) (sc *ingressSidecar, last func() string) {
 	file := filepath.Join(t.TempDir(), "lb-state")
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
-	defer sink.Close()
-	sc := startIngressSidecar(t, fmt.Sprintf(`cluster: east
+	t.Cleanup(sink.Close)
+	sc = startIngressSidecar(t, fmt.Sprintf(`cluster: east
 key_file: k.key
 report_to: [%s]
 listen: LISTEN
@@ -398,11 +394,21 @@ checks:
 ingress:
   - exec: {stop: [/bin/sh, -c, 'echo "stop $HEALTHSWITCH_EPOCH" >> %[2]s'], resume: [/bin/sh, -c, 'echo "resume $HEALTHSWITCH_EPOCH" >> %[2]s']}
 `, sink.URL, file))
-	last := func() string {
+	return sc, func() string {
 		b, _ := os.ReadFile(file)
 		l := strings.Split(strings.TrimSpace(string(b)), "\n")
 		return l[len(l)-1]
 	}
+}
+
+// The pitfall of an epoch fence: the plugin's epoch starts again from 0
+// when the DNS server restarts. The sidecar orders by the signed time, so
+// the restarted server's first, low-epoch decision is still obeyed.
+func TestIngressObeysRestartedDNSServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs coredns twice and the sidecar")
+	}
+	sc, last := startEpochLogSidecar(t)
 	corefile := ingressCorefile(t, sc.url+"/v1/distribution")
 	apiPort := freePort(t)
 	first := realCoreDNSOn(t, corefile, apiPort)
@@ -435,6 +441,48 @@ ingress:
 		t.Errorf("the restarted server's epoch %d is not below the first's %d: this test shows nothing", resumeEpoch, stopEpoch)
 	}
 	if st := sc.settled(t, "serving"); st.Last.Epoch != resumeEpoch {
+		t.Errorf("sidecar status: %+v", st)
+	}
+}
+
+// Two DNS replicas (no peers) notify the same sidecar, each with its own
+// epochs: every newer decision is obeyed, whichever replica signed it, even
+// when its epoch is not above the other's.
+func TestIngressFollowsTheLatestReplica(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two coredns and the sidecar")
+	}
+	sc, last := startEpochLogSidecar(t)
+	corefile := ingressCorefile(t, sc.url+"/v1/distribution")
+	a, b := realCoreDNS(t, corefile), realCoreDNS(t, corefile)
+	toA, toB := newPusher("east", eastKey), newPusher("east", eastKey)
+	steps := []struct {
+		who     string
+		api     string
+		p       *pusher
+		healthy bool
+	}{
+		{"a", a.api, toA, true}, {"b", b.api, toB, true},
+		{"a", a.api, toA, false}, {"b", b.api, toB, false},
+		{"a", a.api, toA, true}, {"b", b.api, toB, true},
+	}
+	var epochs []string
+	for i, st := range steps {
+		before := sc.ingress(t).Notifications["applied"]
+		if code, err := st.p.push(st.api, st.healthy); code != 204 {
+			t.Fatalf("step %d: report to %s: %d %v", i, st.who, code, err)
+		}
+		want := "resume"
+		if !st.healthy {
+			want = "stop"
+		}
+		testutil.WaitFor(t, 3*time.Second, fmt.Sprintf("step %d: %s's %s applied", i, st.who, want), func() bool {
+			return sc.ingress(t).Notifications["applied"] == before+1 && strings.HasPrefix(last(), want+" ")
+		})
+		epochs = append(epochs, st.who+":"+last())
+	}
+	t.Logf("applied in order: %s", strings.Join(epochs, ", "))
+	if st := sc.ingress(t); st.Notifications["stale"] != 0 || st.Notifications["replay"] != 0 || st.State != "serving" {
 		t.Errorf("sidecar status: %+v", st)
 	}
 }
