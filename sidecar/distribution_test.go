@@ -263,6 +263,7 @@ func TestIngressConfigInvalid(t *testing.T) {
 		{"empty entry", "  -", "ingress[0]: empty entry"},
 		{"unknown key", "  - {haproxy: {socket: /s, backends: [web], backend: web}}", "field backend not found in type sidecar.HAProxyIngress"},
 		{"no socket", "  - {haproxy: {backends: [web]}}", "ingress[0]: haproxy: socket: required"},
+		{"relative socket", "  - {haproxy: {socket: run/admin.sock, backends: [web]}}", `ingress[0]: haproxy: socket "run/admin.sock": neither an absolute path nor host:port`},
 		{"no backends", "  - {haproxy: {socket: /s}}", "ingress[0]: haproxy: backends: at least one backend is required"},
 		{"bad backend", "  - {haproxy: {socket: /s, backends: ['web; shutdown']}}", `ingress[0]: haproxy: backends[0] "web; shutdown": not a backend name`},
 		{"bad url", "  - {http: {stop: 'http://x/a', resume: '127.0.0.1:9901/ok'}}", `ingress[0]: http: resume "127.0.0.1:9901/ok": not an http:// or https:// URL`},

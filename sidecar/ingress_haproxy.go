@@ -15,8 +15,10 @@ import (
 // HAProxyIngress drains (stop) and readies (resume) every server of the
 // listed backends through HAProxy's runtime API on its stats socket.
 type HAProxyIngress struct {
-	Socket   string   `yaml:"socket"`   // unix socket of `stats socket ... level admin`
+	Socket   string   `yaml:"socket"`   // `stats socket ... level admin`: a unix socket path, or host:port
 	Backends []string `yaml:"backends"` // backends whose servers are drained
+
+	network string // unix or tcp
 }
 
 // Bits of srv_admin_state in `show servers state` (HAProxy's SRV_ADMF_*).
@@ -37,6 +39,13 @@ const haMaxResponse = 1 << 20
 func (h *HAProxyIngress) compile(a *IngressAction) error {
 	if h.Socket == "" {
 		return errors.New("socket: required (the path of HAProxy's `stats socket ... level admin`)")
+	}
+	h.network = "unix"
+	if !strings.HasPrefix(h.Socket, "/") {
+		if _, _, err := net.SplitHostPort(h.Socket); err != nil {
+			return fmt.Errorf("socket %q: neither an absolute path nor host:port", h.Socket)
+		}
+		h.network = "tcp"
 	}
 	if len(h.Backends) == 0 {
 		return errors.New("backends: at least one backend is required")
@@ -161,7 +170,7 @@ func parseServersState(backend, out string) ([]haServer, error) {
 // answers the line and closes the connection, so EOF ends the answer.
 func (h *HAProxyIngress) command(ctx context.Context, line string) (string, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", h.Socket)
+	conn, err := d.DialContext(ctx, h.network, h.Socket)
 	if err != nil {
 		return "", fmt.Errorf("haproxy: %w", err)
 	}

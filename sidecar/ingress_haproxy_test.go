@@ -11,25 +11,33 @@ import (
 )
 
 // Against a real HAProxy: stop drains, twice changes nothing more, resume
-// readies, and a server an operator put in maintenance stays there.
+// readies, and a server an operator put in maintenance stays there; over
+// the unix socket and over TCP.
 func TestHAProxyIngressAgainstHAProxy(t *testing.T) {
 	lb := testutil.StartHAProxy(t, "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3")
 	if out, err := lb.Command("set server web/s3 state maint"); err != nil || strings.TrimSpace(out) != "" {
 		t.Fatalf("operator maint: %q %v", out, err)
 	}
-	a := &IngressAction{HAProxy: &HAProxyIngress{Socket: lb.Socket, Backends: []string{"web"}}}
-	if err := a.compile(); err != nil {
-		t.Fatal(err)
+	unix := &IngressAction{HAProxy: &HAProxyIngress{Socket: lb.Socket, Backends: []string{"web"}}}
+	tcp := &IngressAction{HAProxy: &HAProxyIngress{Socket: lb.AdminAddr, Backends: []string{"web"}}}
+	for _, a := range []*IngressAction{unix, tcp} {
+		if err := a.compile(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	steps := []struct {
+		a                        *IngressAction
 		action, detail, statuses string
 	}{
-		{actionStop, "2 of 3 servers changed", "s1=DRAIN s2=DRAIN s3=MAINT"},
-		{actionStop, "0 of 3 servers changed", "s1=DRAIN s2=DRAIN s3=MAINT"},
-		{actionResume, "2 of 3 servers changed", "s1=no check s2=no check s3=MAINT"},
-		{actionResume, "0 of 3 servers changed", "s1=no check s2=no check s3=MAINT"},
+		{unix, actionStop, "2 of 3 servers changed", "s1=DRAIN s2=DRAIN s3=MAINT"},
+		{unix, actionStop, "0 of 3 servers changed", "s1=DRAIN s2=DRAIN s3=MAINT"},
+		{unix, actionResume, "2 of 3 servers changed", "s1=no check s2=no check s3=MAINT"},
+		{unix, actionResume, "0 of 3 servers changed", "s1=no check s2=no check s3=MAINT"},
+		{tcp, actionStop, "2 of 3 servers changed", "s1=DRAIN s2=DRAIN s3=MAINT"},
+		{tcp, actionResume, "2 of 3 servers changed", "s1=no check s2=no check s3=MAINT"},
 	}
 	for i, st := range steps {
+		a := st.a
 		res := a.run(context.Background(), applyRequest{cluster: "east", action: st.action})
 		if !res.OK || res.Detail != st.detail || res.Attempts != 1 {
 			t.Errorf("step %d %s: %+v, want detail %q", i, st.action, res, st.detail)

@@ -15,9 +15,10 @@ import (
 // HAProxy is a throwaway HAProxy (Debian's haproxy, run in the foreground)
 // in mode tcp: Front is a frontend on a free loopback port whose backend
 // "web" has servers s1, s2, ... (one per address given), and Socket its
-// runtime API (`stats socket ... level admin`) in a temp dir.
+// runtime API (`stats socket ... level admin`) in a temp dir; the same API
+// listens on TCP at AdminAddr too.
 type HAProxy struct {
-	Front, Socket string
+	Front, Socket, AdminAddr string
 }
 
 // StartHAProxy starts it, waits for its socket, and stops it at cleanup
@@ -26,13 +27,15 @@ func StartHAProxy(t testing.TB, servers ...string) *HAProxy {
 	t.Helper()
 	Need(t, "haproxy")
 	dir := t.TempDir()
-	h := &HAProxy{Front: fmt.Sprintf("127.0.0.1:%d", FreePort(t)), Socket: filepath.Join(dir, "admin.sock")}
+	h := &HAProxy{Front: fmt.Sprintf("127.0.0.1:%d", FreePort(t)), Socket: filepath.Join(dir, "admin.sock"),
+		AdminAddr: fmt.Sprintf("127.0.0.1:%d", FreePort(t))}
 	var lines strings.Builder
 	for i, s := range servers {
 		fmt.Fprintf(&lines, "    server s%d %s\n", i+1, s)
 	}
 	cfg := fmt.Sprintf(`global
     stats socket %s mode 600 level admin
+    stats socket ipv4@%s level admin
 defaults
     mode tcp
     timeout connect 1s
@@ -43,7 +46,7 @@ frontend fe
     default_backend web
 backend web
     balance roundrobin
-%s`, h.Socket, h.Front, lines.String())
+%s`, h.Socket, h.AdminAddr, h.Front, lines.String())
 	path := filepath.Join(dir, "haproxy.cfg")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
