@@ -28,20 +28,12 @@ type cmdResult struct {
 // means it could not be started or did not finish; a non-zero exit is not an
 // error here, the caller judges the exit code.
 func runCommand(ctx context.Context, argv []string, limit int) (cmdResult, error) {
-	return runCommandEnv(ctx, argv, limit, nil)
-}
-
-// runCommandEnv is runCommand with env added to the sidecar's environment.
-func runCommandEnv(ctx context.Context, argv []string, limit int, env []string) (cmdResult, error) {
 	if limit <= 0 {
 		limit = DefaultOutputLimit
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	out := &capWriter{limit: limit}
 	cmd.Stdout, cmd.Stderr = out, out
-	if env != nil {
-		cmd.Env = append(cmd.Environ(), env...)
-	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return killGroup(cmd) }
 	cmd.WaitDelay = waitDelay

@@ -328,3 +328,21 @@ func TestDistributionKeyRollover(t *testing.T) {
 		t.Errorf("empty key_file list: %v", err)
 	}
 }
+
+// An exec action past its timeout is killed and counts as failed, named by
+// its own command.
+func TestExecIngressTimeout(t *testing.T) {
+	a := &IngressAction{Exec: &ExecIngress{Stop: []string{"/bin/sleep", "5"}, Resume: []string{"/bin/true"}}, Timeout: "50ms", Attempts: 1}
+	if err := a.compile(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	res := a.run(t.Context(), applyRequest{cluster: "east", action: actionStop})
+	if res.OK || res.Error != "/bin/sleep: context deadline exceeded" || time.Since(start) > 2*time.Second {
+		t.Errorf("result %+v after %s", res, time.Since(start))
+	}
+	res = a.run(t.Context(), applyRequest{cluster: "east", action: actionResume})
+	if !res.OK || res.Detail != "/bin/true exited 0" {
+		t.Errorf("resume: %+v", res)
+	}
+}

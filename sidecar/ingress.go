@@ -185,12 +185,18 @@ func (e *ExecIngress) apply(ctx context.Context, n applyRequest) (string, error)
 	if n.action == actionStop {
 		argv = e.Stop
 	}
-	r, err := runCommandEnv(ctx, argv, DefaultOutputLimit, []string{
+	// env(1) adds the variables, so the one way the sidecar runs commands
+	// (process group, bounded output, killed on timeout) serves here too.
+	withEnv := append([]string{"env",
 		"HEALTHSWITCH_CLUSTER=" + n.cluster, "HEALTHSWITCH_ACTION=" + n.action,
-		"HEALTHSWITCH_REASON=" + n.reason, fmt.Sprintf("HEALTHSWITCH_EPOCH=%d", n.epoch)})
+		"HEALTHSWITCH_REASON=" + n.reason, fmt.Sprintf("HEALTHSWITCH_EPOCH=%d", n.epoch)}, argv...)
+	r, err := runCommand(ctx, withEnv, DefaultOutputLimit)
 	switch {
 	case err != nil:
-		return "", err
+		if inner := errors.Unwrap(err); inner != nil {
+			err = inner // named after env otherwise
+		}
+		return "", fmt.Errorf("%s: %w", argv[0], err)
 	case r.exitCode != 0:
 		return "", commandFailed(argv, r)
 	}
