@@ -35,7 +35,7 @@ type distributor struct {
 	s       *Sidecar
 	m       *ingressMetrics
 	now     func() time.Time
-	started int64 // unix ms; nothing signed before is obeyed
+	started int64 // unix ms; nothing signed before is obeyed (a replay into a restarted sidecar)
 
 	applyMu sync.Mutex // one notification at a time, in the order they arrive
 	fence   fenceKey   // the newest decision verified so far; under applyMu
@@ -48,16 +48,17 @@ type distributor struct {
 	received map[string]uint64 // by result
 }
 
-// fenceKey orders decisions: by the signed timestamp first, since the
-// plugin's epoch restarts at 0 with the DNS server and differs between
-// replicas; the epoch orders decisions of one plugin run signed in the same
-// millisecond.
+// fenceKey orders decisions: by when the DNS server made the decision (the
+// notification's `at`, inside the signed body), then by its epoch. Not by
+// the epoch alone: it starts again from 0 when the DNS server restarts and
+// differs between replicas. Not by the signature's timestamp: a sender may
+// sign each retry anew, so a late retry of an old decision would look new.
 type fenceKey struct {
-	ms    int64
+	at    int64 // unix nanoseconds
 	epoch uint64
 }
 
-func (k fenceKey) after(o fenceKey) bool { return k.ms > o.ms || (k.ms == o.ms && k.epoch > o.epoch) }
+func (k fenceKey) after(o fenceKey) bool { return k.at > o.at || (k.at == o.at && k.epoch > o.epoch) }
 
 func newDistributor(s *Sidecar) *distributor {
 	d := &distributor{s: s, m: newIngressMetrics(s.reg), now: time.Now, state: ingressUnknown, received: map[string]uint64{}}
@@ -168,7 +169,13 @@ func (d *distributor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ms, _ := strconv.ParseInt(ts, 10, 64) // Verify has parsed it
-	code, res := d.apply(cfg, n, fenceKey{ms: ms, epoch: n.Epoch})
+	if n.At.After(time.UnixMilli(ms).Add(time.Second)) {
+		// Decided after it was signed: a clock jump that would hold the
+		// fence against every later decision. Refused.
+		d.refuse(w, http.StatusBadRequest, notifMalformed, fmt.Sprintf("at %s is after the signature's time", n.At.Format(time.RFC3339Nano)))
+		return
+	}
+	code, res := d.apply(cfg, n, ms)
 	writeJSON(w, code, res)
 }
 
@@ -188,18 +195,20 @@ type applyResponse struct {
 // so decisions are applied one at a time. The fence moves to every verified
 // decision newer than it, applied or not; the same decision may be tried
 // again only while it has not succeeded (the plugin resends it after a 502).
-func (d *distributor) apply(cfg *Config, n report.Notification, key fenceKey) (int, applyResponse) {
+func (d *distributor) apply(cfg *Config, n report.Notification, signedMS int64) (int, applyResponse) {
 	resp := applyResponse{Cluster: n.Cluster, Action: n.Action, Epoch: n.Epoch}
+	key := fenceKey{at: n.At.UnixNano(), epoch: n.Epoch}
 	d.applyMu.Lock()
 	defer d.applyMu.Unlock()
 	var refused string
 	switch {
-	case key.ms < d.started:
+	case signedMS < d.started:
 		refused, resp.Reason = notifStale, "signed before this sidecar started"
 	case key == d.fence && d.fenceOK:
 		refused, resp.Reason = notifReplay, "already applied"
 	case !key.after(d.fence) && key != d.fence:
-		refused, resp.Reason = notifStale, fmt.Sprintf("a newer decision (signed %d, epoch %d) is known", d.fence.ms, d.fence.epoch)
+		refused, resp.Reason = notifStale, fmt.Sprintf("a newer decision (at %s, epoch %d) is known",
+			time.Unix(0, d.fence.at).UTC().Format(time.RFC3339Nano), d.fence.epoch)
 	}
 	if refused != "" {
 		d.count(refused)
@@ -219,7 +228,7 @@ func (d *distributor) apply(cfg *Config, n report.Notification, key fenceKey) (i
 	}
 	d.m.applyDuration.WithLabelValues(n.Action).Observe(took.Seconds())
 	d.fenceOK = resp.Applied
-	d.record(n, key, received, resp)
+	d.record(n, signedMS, received, resp)
 	if !resp.Applied {
 		d.count(notifFailed)
 		d.s.log.Error("ingress action failed", "action", n.Action, "epoch", n.Epoch, "err", resp.Error)
@@ -231,11 +240,11 @@ func (d *distributor) apply(cfg *Config, n report.Notification, key fenceKey) (i
 }
 
 // record keeps what /status shows of a notification that ran.
-func (d *distributor) record(n report.Notification, key fenceKey, received time.Time, resp applyResponse) {
+func (d *distributor) record(n report.Notification, signedMS int64, received time.Time, resp applyResponse) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.actions = resp.Actions
-	d.last = &NotificationStatus{Action: n.Action, Reason: n.Reason, Epoch: n.Epoch, SignedAt: time.UnixMilli(key.ms).UTC(),
+	d.last = &NotificationStatus{Action: n.Action, Reason: n.Reason, Epoch: n.Epoch, SignedAt: time.UnixMilli(signedMS).UTC(),
 		At: n.At, ReceivedAt: received.UTC(), DurationMS: resp.DurationMS, OK: resp.Applied, Error: resp.Error}
 	if resp.Applied {
 		d.state = ingressServing

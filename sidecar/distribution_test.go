@@ -85,8 +85,9 @@ func (f *ingressFixture) lines() string {
 	return strings.TrimSpace(string(b))
 }
 
-func notification(cluster, action string, epoch uint64) []byte {
-	b, _ := json.Marshal(report.Notification{Version: 1, Cluster: cluster, Action: action, Reason: "test", Epoch: epoch, At: time.Now().UTC()})
+// notification is a notify body of a decision made at at.
+func notification(cluster, action string, epoch uint64, at time.Time) []byte {
+	b, _ := json.Marshal(report.Notification{Version: 1, Cluster: cluster, Action: action, Reason: "test", Epoch: epoch, At: at.UTC()})
 	return b
 }
 
@@ -104,21 +105,25 @@ func (f *ingressFixture) post(body []byte, key string, ts time.Time) (int, strin
 func TestDistributionFence(t *testing.T) {
 	f := newIngressFixture(t)
 	t0 := time.Now()
+	n := func(action string, epoch uint64, at time.Duration) []byte {
+		return notification("east", action, epoch, t0.Add(at))
+	}
 	steps := []struct {
 		name   string
-		body   []byte
-		ts     time.Time
+		body   []byte    // decided at t0 + its at
+		ts     time.Time // signed
 		status int
 		lines  string // the exec action's file afterwards
 		envoy  string // the stand-in's calls afterwards
 	}{
-		{"stop", notification("east", "stop", 5), t0, 200, "stop 5 east", "/healthcheck/fail"},
-		{"older decision", notification("east", "resume", 9), t0.Add(-time.Millisecond), 409, "stop 5 east", "/healthcheck/fail"},
-		{"same millisecond, lower epoch", notification("east", "resume", 4), t0, 409, "stop 5 east", "/healthcheck/fail"},
-		{"same millisecond, higher epoch", notification("east", "resume", 6), t0, 200, "stop 5 east\nresume 6 east", "/healthcheck/fail /healthcheck/ok"},
-		{"restarted plugin: epoch from 0, newer time", notification("east", "stop", 1), t0.Add(time.Second), 200,
+		{"stop", n("stop", 5, 0), t0, 200, "stop 5 east", "/healthcheck/fail"},
+		{"older decision", n("resume", 9, -time.Millisecond), t0, 409, "stop 5 east", "/healthcheck/fail"},
+		{"older decision sent late, signed anew", n("resume", 9, -time.Millisecond), t0.Add(2 * time.Second), 409, "stop 5 east", "/healthcheck/fail"},
+		{"same instant, lower epoch", n("resume", 4, 0), t0, 409, "stop 5 east", "/healthcheck/fail"},
+		{"same instant, higher epoch", n("resume", 6, 0), t0, 200, "stop 5 east\nresume 6 east", "/healthcheck/fail /healthcheck/ok"},
+		{"restarted plugin: epoch from 0, decided later", n("stop", 1, time.Second), t0.Add(time.Second), 200,
 			"stop 5 east\nresume 6 east\nstop 1 east", "/healthcheck/fail /healthcheck/ok /healthcheck/fail"},
-		{"another replica, newer: stop again is fine", notification("east", "stop", 77), t0.Add(1001 * time.Millisecond), 200,
+		{"another replica, later: stop again is fine", n("stop", 77, 1001*time.Millisecond), t0.Add(1001 * time.Millisecond), 200,
 			"stop 5 east\nresume 6 east\nstop 1 east\nstop 77 east", "/healthcheck/fail /healthcheck/ok /healthcheck/fail /healthcheck/fail"},
 	}
 	want := steps[len(steps)-1]
@@ -134,23 +139,26 @@ func TestDistributionFence(t *testing.T) {
 			t.Errorf("%s: envoy stand-in saw %q, want %q", st.name, got, st.envoy)
 		}
 	}
-	// A replay of an applied decision, byte for byte, changes nothing.
-	code, body := f.post(want.body, testKey, want.ts)
-	if code != 409 || !strings.Contains(body, "already applied") {
-		t.Errorf("replay: %d %s", code, body)
+	// The applied decision again, byte for byte or signed anew (a sender's
+	// retry after its own timeout): nothing changes.
+	for _, ts := range []time.Time{want.ts, want.ts.Add(time.Second)} {
+		code, body := f.post(want.body, testKey, ts)
+		if code != 409 || !strings.Contains(body, "already applied") {
+			t.Errorf("replay: %d %s", code, body)
+		}
 	}
 	if f.lines() != want.lines || f.envoy.seen() != want.envoy {
 		t.Errorf("replay changed something: %q / %q", f.lines(), f.envoy.seen())
 	}
 	st := f.s.Status().Ingress
 	if st == nil || st.State != ingressStopped || st.Last == nil || st.Last.Epoch != 77 || !st.Last.OK || len(st.Actions) != 2 ||
-		st.Notifications["applied"] != 4 || st.Notifications["stale"] != 2 || st.Notifications["replay"] != 1 {
+		st.Notifications["applied"] != 4 || st.Notifications["stale"] != 3 || st.Notifications["replay"] != 2 {
 		t.Errorf("status: %+v", st)
 	}
 	for series, v := range map[string]float64{
 		`healthswitch_sidecar_ingress_notifications_total{result="applied"}`:                  4,
-		`healthswitch_sidecar_ingress_notifications_total{result="stale"}`:                    2,
-		`healthswitch_sidecar_ingress_notifications_total{result="replay"}`:                   1,
+		`healthswitch_sidecar_ingress_notifications_total{result="stale"}`:                    3,
+		`healthswitch_sidecar_ingress_notifications_total{result="replay"}`:                   2,
 		`healthswitch_sidecar_ingress_actions_total{action="stop",kind="http",result="ok"}`:   3,
 		`healthswitch_sidecar_ingress_actions_total{action="resume",kind="exec",result="ok"}`: 1,
 		`healthswitch_sidecar_ingress_state{state="stopped"}`:                                 1,
@@ -165,8 +173,8 @@ func TestDistributionFence(t *testing.T) {
 
 func TestDistributionRefuses(t *testing.T) {
 	f := newIngressFixture(t)
-	good := string(notification("east", "stop", 3))
 	now := time.Now()
+	good := string(notification("east", "stop", 3, now))
 	tests := []struct {
 		name   string
 		body   string
@@ -178,7 +186,7 @@ func TestDistributionRefuses(t *testing.T) {
 		{"forged", good, "not-the-east-key-at-all", now, 401, "signature"},
 		{"unsigned", good, "", now, 401, "signature"},
 		{"too old", good, testKey, now.Add(-time.Minute), 409, "skew"},
-		{"signed before the sidecar started", good, testKey, now.Add(-time.Second), 409, "stale"},
+		{"signed before the sidecar started", string(notification("east", "stop", 3, now.Add(-time.Second))), testKey, now.Add(-time.Second), 409, "stale"},
 		{"unknown field", strings.Replace(good, `"epoch"`, `"force":true,"epoch"`, 1), testKey, now, 400, "malformed"},
 		{"duplicate field", strings.Replace(good, `"action":"stop"`, `"action":"resume","action":"stop"`, 1), testKey, now, 400, "malformed"},
 		{"field in other case", strings.Replace(good, `"action"`, `"Action"`, 1), testKey, now, 400, "malformed"},
@@ -188,6 +196,7 @@ func TestDistributionRefuses(t *testing.T) {
 		{"not an object", `[1]`, testKey, now, 400, "malformed"},
 		{"trailing data", good + `{}`, testKey, now, 400, "malformed"},
 		{"wrong cluster", strings.Replace(good, `"east"`, `"west"`, 1), testKey, now, 400, "wrong_cluster"},
+		{"decided after it was signed", string(notification("east", "stop", 3, now.Add(2*time.Second))), testKey, now, 400, "malformed"},
 		{"too large", good + strings.Repeat(" ", report.MaxBodySize), testKey, now, 413, "too_large"},
 	}
 	f.s.dist.started = now.Add(-500 * time.Millisecond).UnixMilli()
@@ -216,7 +225,8 @@ func TestDistributionRefuses(t *testing.T) {
 func TestDistributionActionFailure(t *testing.T) {
 	f := newIngressFixture(t)
 	f.envoy.failing.Store(true)
-	body, ts := notification("east", "stop", 8), time.Now()
+	ts := time.Now()
+	body := notification("east", "stop", 8, ts)
 	code, resp := f.post(body, testKey, ts)
 	if code != http.StatusBadGateway || !strings.Contains(resp, "status 500: admin is broken") {
 		t.Fatalf("failing action: %d %s", code, resp)
@@ -247,7 +257,7 @@ func TestDistributionActionFailure(t *testing.T) {
 func TestDistributionWithoutIngress(t *testing.T) {
 	cfg := loadConfig(t, "cluster: east\nkey_file: test.key\nreport_to: [http://127.0.0.1:1]\nchecks:\n  - {name: web, tcp: {address: '127.0.0.1:1'}}\n")
 	f := &ingressFixture{s: New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))}
-	if code, body := f.post(notification("east", "stop", 1), testKey, time.Now()); code != 404 {
+	if code, body := f.post(notification("east", "stop", 1, time.Now()), testKey, time.Now()); code != 404 {
 		t.Errorf("no ingress configured: %d %s", code, body)
 	}
 	if f.s.Status().Ingress != nil {
@@ -320,7 +330,7 @@ func TestDistributionKeyRollover(t *testing.T) {
 	f := &ingressFixture{s: New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))}
 	now := time.Now()
 	for i, key := range []string{testKey, newKey} {
-		if code, body := f.post(notification("east", "stop", uint64(i+1)), key, now.Add(time.Duration(i)*time.Millisecond)); code != 200 {
+		if code, body := f.post(notification("east", "stop", uint64(i+1), now), key, now); code != 200 {
 			t.Errorf("signed with key %d: %d %s", i, code, body)
 		}
 	}
