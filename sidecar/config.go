@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,14 +30,17 @@ const (
 // strings; they are parsed at load time into the unexported fields.
 type Config struct {
 	Cluster   string   `yaml:"cluster"`
-	KeyFile   string   `yaml:"key_file"`
+	KeyFile   KeyFiles `yaml:"key_file"`
 	ReportTo  []string `yaml:"report_to"`
 	Interval  string   `yaml:"interval"`
 	Heartbeat string   `yaml:"heartbeat"`
 	Listen    string   `yaml:"listen"`
 	Checks    []*Check `yaml:"checks"`
 
+	Ingress []*IngressAction `yaml:"ingress"` // told to stop/resume by POST /v1/distribution
+
 	Key          []byte        `yaml:"-"`
+	Keys         [][]byte      `yaml:"-"` // every key_file; Key is the first
 	IntervalD    time.Duration `yaml:"-"`
 	HeartbeatD   time.Duration `yaml:"-"`
 	reportToURLs []string
@@ -78,16 +82,20 @@ func (cfg *Config) validate(dir string) error {
 	if cfg.Cluster == "" {
 		return errors.New("cluster: required")
 	}
-	if cfg.KeyFile == "" {
+	if len(cfg.KeyFile) == 0 || slices.Contains(cfg.KeyFile, "") {
 		return errors.New("key_file: required")
 	}
-	kf := cfg.KeyFile
-	if !filepath.IsAbs(kf) && dir != "" {
-		kf = filepath.Join(dir, kf)
+	for _, kf := range cfg.KeyFile {
+		if !filepath.IsAbs(kf) && dir != "" {
+			kf = filepath.Join(dir, kf)
+		}
+		key, err := report.LoadKey(kf)
+		if err != nil {
+			return fmt.Errorf("key_file: %w", err)
+		}
+		cfg.Keys = append(cfg.Keys, key)
 	}
-	if cfg.Key, err = report.LoadKey(kf); err != nil {
-		return fmt.Errorf("key_file: %w", err)
-	}
+	cfg.Key = cfg.Keys[0]
 	if len(cfg.ReportTo) == 0 {
 		return errors.New("report_to: at least one URL is required")
 	}
@@ -126,6 +134,25 @@ func (cfg *Config) validate(dir string) error {
 			return fmt.Errorf("checks[%d] (%s): %w", i, c.Name, err)
 		}
 	}
+	return compileIngress(cfg.Ingress)
+}
+
+// KeyFiles is key_file: one path, or a list during a key rollover. The
+// first key signs reports; every key verifies the DNS servers'
+// notifications, which they sign with the first key of their own list.
+type KeyFiles []string
+
+// UnmarshalYAML takes a single path as well as a list.
+func (k *KeyFiles) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*k = KeyFiles{n.Value}
+		return nil
+	}
+	var list []string
+	if err := n.Decode(&list); err != nil {
+		return err
+	}
+	*k = list
 	return nil
 }
 

@@ -77,3 +77,36 @@ func (m *metrics) forgetTarget(url string) {
 	m.pushDuration.DeletePartialMatch(l)
 	m.pushSuperseded.DeletePartialMatch(l)
 }
+
+// ingressMetrics are those of the receiver of the plugin's notifications
+// (POST /v1/distribution) and of the ingress actions it runs.
+type ingressMetrics struct {
+	notifications *prometheus.CounterVec   // result: applied, failed, signature, skew, replay, stale, ...
+	actions       *prometheus.CounterVec   // kind, action: stop | resume, result: ok | error
+	applyDuration *prometheus.HistogramVec // action
+	state         *prometheus.GaugeVec     // state: unknown | stopped | serving
+}
+
+func newIngressMetrics(reg *prometheus.Registry) *ingressMetrics {
+	f := promauto.With(reg)
+	return &ingressMetrics{
+		notifications: f.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "ingress_notifications_total",
+			Help: "Notifications received on /v1/distribution, by result: applied, failed, signature, skew, replay, stale, malformed, wrong_cluster, too_large, no_ingress."}, []string{"result"}),
+		actions: f.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "ingress_actions_total",
+			Help: "Ingress actions run (after their retries), by kind, action and result."}, []string{"kind", "action", "result"}),
+		applyDuration: f.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: "ingress_apply_duration_seconds",
+			Help: "From a notification accepted to every ingress action done.", Buckets: latencyBuckets}, []string{"action"}),
+		state: f.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "ingress_state",
+			Help: "What the last applied notification made of the ingress: 1 for the current state (unknown, stopped, serving)."}, []string{"state"}),
+	}
+}
+
+func (m *ingressMetrics) setState(s string) {
+	for _, v := range []string{"unknown", "stopped", "serving"} {
+		val := 0.0
+		if v == s {
+			val = 1
+		}
+		m.state.WithLabelValues(v).Set(val)
+	}
+}

@@ -16,6 +16,7 @@ type Status struct {
 	Healthy  bool           `json:"healthy"`
 	Checks   []CheckStatus  `json:"checks"`
 	Targets  []TargetStatus `json:"targets"`
+	Ingress  *IngressStatus `json:"ingress,omitempty"`
 }
 
 // CheckStatus is one check in /status: the debounced state and the last run.
@@ -55,17 +56,19 @@ func (s *Sidecar) Status() Status {
 	for _, t := range g.targets {
 		st.Targets = append(st.Targets, t.status())
 	}
+	st.Ingress = s.dist.status()
 	return st
 }
 
 // Handler serves /healthz (the sidecar process itself is alive, not the
-// cluster), /metrics and /status.
+// cluster), /metrics, /status and the plugin's notifications.
 func (s *Sidecar) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
+	mux.Handle("POST /v1/distribution", s.dist)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -29,6 +29,7 @@ type Sidecar struct {
 	m      *metrics
 	bootID string
 	seq    atomic.Uint64
+	dist   *distributor // receives notify; outlives reloads
 
 	mu     sync.Mutex
 	gen    *generation
@@ -56,6 +57,7 @@ func New(cfg *Config, log *slog.Logger) *Sidecar {
 	s := &Sidecar{log: log, reg: prometheus.NewRegistry(), bootID: newBootID()}
 	s.m = newMetrics(s.reg, Version)
 	s.gen = s.newGeneration(cfg, nil)
+	s.dist = newDistributor(s)
 	return s
 }
 
