@@ -1,0 +1,166 @@
+package sidecar
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/healthswitch/healthswitch/internal/testutil"
+)
+
+func TestRedisCheck(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis-server")
+	}
+	r := testutil.StartRedis(t, "--maxclients", "10")
+	other := testutil.StartRedis(t)
+	c := newCheck(t, "redis: {address: '"+r.Addr+"', max_clients_used: 1, role: master}\ninterval: 5s\ntimeout: 3s")
+
+	t.Run("alive", func(t *testing.T) {
+		expect(t, c, true, "master, 1 of 10 clients connected")
+	})
+
+	t.Run("at the client limit", func(t *testing.T) {
+		clients := openRedis(t, r, 50)
+		if len(clients) != 9 {
+			t.Errorf("applications got %d connections beside the check's; want 9 (maxclients 10)", len(clients))
+		}
+		expect(t, c, false, "10 of 10 clients connected: none left for applications")
+		clients[0].Close()
+		testutil.WaitFor(t, 5*time.Second, "a slot freed", func() bool { return c.Run(context.Background()).Healthy })
+		expect(t, c, true, "9 of 10 clients connected")
+	})
+
+	t.Run("over the ratio", func(t *testing.T) {
+		c := newCheck(t, "redis: {address: '"+r.Addr+"', max_clients_used: 0.5}\ninterval: 5s\ntimeout: 3s")
+		expect(t, c, true, "2 of 10 clients connected")
+		openRedis(t, r, 4)
+		expect(t, c, false, "6 of 10 clients connected (60% > 50%)")
+	})
+
+	t.Run("demoted to replica", func(t *testing.T) {
+		r.Do(t, "REPLICAOF", "127.0.0.1", strings.Split(other.Addr, ":")[1])
+		expect(t, c, false, "role replica, want master")
+		r.Do(t, "REPLICAOF", "NO", "ONE")
+		expect(t, c, true, "master, ")
+	})
+
+	t.Run("stopped", func(t *testing.T) {
+		r.Stop()
+		start := time.Now()
+		expect(t, c, false, "redis "+r.Addr+": ")
+		if took := time.Since(start); took > time.Second {
+			t.Errorf("a stopped server took %s to fail the check", took)
+		}
+	})
+
+	t.Run("back", func(t *testing.T) {
+		r.Start()
+		expect(t, c, true, "master, 1 of 10 clients connected")
+	})
+}
+
+func TestRedisPassword(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis-server")
+	}
+	r := testutil.StartRedis(t, "--requirepass", "s3cret-pw")
+	good := newCheck(t, "redis: {address: '"+r.Addr+"', password: s3cret-pw}\ninterval: 5s\ntimeout: 3s")
+	expect(t, good, true, "master, 1 of ")
+	for _, yaml := range []string{
+		"redis: {address: '" + r.Addr + "', password: not-the-pw}",
+		"redis: {address: '" + r.Addr + "', username: default, password: not-the-pw}",
+		"redis: {address: '" + r.Addr + "'}",
+	} {
+		res := expect(t, newCheck(t, yaml+"\ninterval: 5s\ntimeout: 3s"), false, "redis "+r.Addr+": ")
+		if strings.Contains(res.Why(), "not-the-pw") {
+			t.Errorf("password in %q", res.Why())
+		}
+	}
+}
+
+// openRedis opens up to n client connections, until the server refuses one
+// ("max number of clients reached"), and returns those it kept; they close
+// when the (sub)test ends.
+func openRedis(t *testing.T, r *testutil.Redis, n int) []net.Conn {
+	t.Helper()
+	var kept []net.Conn
+	t.Cleanup(func() {
+		for _, c := range kept {
+			c.Close()
+		}
+	})
+	for range n {
+		c, err := net.Dial("tcp", r.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte("PING\r\n"))
+		buf := make([]byte, 128)
+		k, err := c.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reply := string(buf[:k]); reply != "+PONG\r\n" {
+			c.Close()
+			if !strings.Contains(reply, "max number of clients reached") {
+				t.Fatalf("client %d: %q", len(kept)+1, reply)
+			}
+			return kept
+		}
+		c.SetDeadline(time.Time{})
+		kept = append(kept, c)
+	}
+	return kept
+}
+
+func TestWatchRedis(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis-server")
+	}
+	r := testutil.StartRedis(t)
+	other := testutil.StartRedis(t)
+	c := newCheck(t, "redis: {address: '"+r.Addr+"', role: master}\ninterval: 5s\ntimeout: 3s")
+	w := startWatch(t, watchRedis, c)
+	testutil.WaitFor(t, 5*time.Second, "the watch's connection blocked", func() bool {
+		return strings.Contains(redisInfo(t, r), "blocked_clients:1")
+	})
+
+	w.faultToWake(t, func() { r.Do(t, "REPLICAOF", "127.0.0.1", strings.Split(other.Addr, ":")[1]) }, time.Second)
+	expect(t, c, false, "role replica, want master")
+	r.Do(t, "REPLICAOF", "NO", "ONE")
+	// The watch, this check and redisInfo's own connection.
+	testutil.WaitFor(t, 5*time.Second, "the watch connected again", func() bool {
+		return strings.Contains(redisInfo(t, r), "connected_clients:3")
+	})
+
+	w.faultToWake(t, r.Stop, time.Second)
+	expect(t, c, false, "redis "+r.Addr+": ")
+	before := w.wakes.Load()
+	r.Start()
+	testutil.WaitFor(t, 5*time.Second, "a wake when the server is back", func() bool { return w.wakes.Load() > before })
+	expect(t, c, true, "master, ")
+	w.stop(t)
+}
+
+// redisInfo reads INFO clients in full (Do returns only the first line).
+func redisInfo(t *testing.T, r *testutil.Redis) string {
+	t.Helper()
+	c := newCheck(t, "redis: {address: '"+r.Addr+"'}\ninterval: 5s\ntimeout: 3s")
+	conn, err := c.Redis.dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	replies, err := conn.do(ctx, []string{"INFO", "clients"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := replies[0].(string)
+	return s
+}
