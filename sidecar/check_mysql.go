@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,10 +40,16 @@ func (s *MySQLSpec) compile(c *Check) (err error) {
 }
 
 func (s *MySQLSpec) redact(err error) error {
-	if s.cfg == nil {
-		return redact(err, s.DSN) // unparsed: its password cannot be found in it
+	if s.cfg != nil {
+		return redact(err, s.cfg.Passwd)
 	}
-	return redact(err, s.cfg.Passwd)
+	// A DSN that does not parse: its password is what lies between the
+	// first ':' and the last '@' ([user[:password]@][net[(addr)]]/db).
+	user, _, ok := strings.Cut(s.DSN[:max(strings.LastIndex(s.DSN, "@"), 0)], ":")
+	if !ok {
+		return err
+	}
+	return redact(err, s.DSN[len(user)+1:strings.LastIndex(s.DSN, "@")])
 }
 
 // open returns the check's pool of one connection. database/sql replaces a

@@ -139,9 +139,7 @@ func TestWatchRedis(t *testing.T) {
 
 	w.faultToWake(t, r.Stop, time.Second)
 	expect(t, c, false, "redis "+r.Addr+": ")
-	before := w.wakes.Load()
-	r.Start()
-	testutil.WaitFor(t, 5*time.Second, "a wake when the server is back", func() bool { return w.wakes.Load() > before })
+	w.backToWake(t, r.Start)
 	expect(t, c, true, "master, ")
 	w.stop(t)
 }
