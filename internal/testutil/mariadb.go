@@ -102,3 +102,15 @@ func currentUser() string {
 	}
 	return "root"
 }
+
+// QueryInt runs a query returning one integer as root over the socket.
+func (m *MariaDB) QueryInt(t testing.TB, query string) int {
+	t.Helper()
+	db := m.rootDB()
+	defer db.Close()
+	var n int
+	if err := db.QueryRow(query).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
