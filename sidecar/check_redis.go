@@ -23,6 +23,7 @@ type RedisSpec struct {
 	Username       string  `yaml:"username"`         // ACL user (Redis 6+); AUTH with password alone when empty
 	Password       string  `yaml:"password"`         // AUTH, when set
 	MaxClientsUsed float64 `yaml:"max_clients_used"` // 0 < ratio <= 1, default 0.9
+	MaxClients     int     `yaml:"max_clients"`      // the limit, for servers that show it nowhere the check may read
 	Role           string  `yaml:"role"`             // master or replica; not checked when empty
 
 	mu   sync.Mutex
@@ -42,6 +43,9 @@ func (s *RedisSpec) compile(*Check) error {
 	}
 	if err := validShare("max_clients_used", &s.MaxClientsUsed, DefaultMaxClientsUsed); err != nil {
 		return err
+	}
+	if s.MaxClients < 0 {
+		return fmt.Errorf("max_clients %d: must not be negative", s.MaxClients)
 	}
 	switch s.Role {
 	case "", "master", "replica":
@@ -90,9 +94,8 @@ func (s *RedisSpec) judge(info map[string]string) Result {
 	return pass("%s, %d of %d clients connected", role, used, limit)
 }
 
-// query sends PING, CONFIG GET maxclients and INFO in one write on the kept
-// connection (opening one if needed) and returns INFO's fields plus
-// maxclients. A network error drops the connection; an error reply does not.
+// query sends PING and INFO in one write on the kept connection (opening
+// one if needed) and returns INFO's fields plus maxclients. A network error drops the connection; an error reply does not.
 func (s *RedisSpec) query(ctx context.Context) (map[string]string, error) {
 	if s.conn == nil {
 		conn, err := s.dial(ctx)
@@ -101,7 +104,7 @@ func (s *RedisSpec) query(ctx context.Context) (map[string]string, error) {
 		}
 		s.conn = conn
 	}
-	info, err := s.conn.info(ctx)
+	info, err := s.conn.info(ctx, s.MaxClients)
 	if err != nil && !errors.As(err, new(redisError)) {
 		s.conn.Close()
 		s.conn = nil
@@ -228,14 +231,16 @@ func (c *respConn) do(ctx context.Context, cmds ...[]string) ([]any, error) {
 	return replies, first
 }
 
-// info runs the check's commands and returns INFO's fields and maxclients.
-func (c *respConn) info(ctx context.Context) (map[string]string, error) {
-	replies, err := c.do(ctx, []string{"PING"}, []string{"CONFIG", "GET", "maxclients"}, []string{"INFO", "clients"}, []string{"INFO", "replication"})
+// info runs the check's commands and returns INFO's fields. maxclients is
+// the configured one, else INFO's (Redis 7+), else CONFIG GET's (one more
+// round trip, older servers only).
+func (c *respConn) info(ctx context.Context, maxClients int) (map[string]string, error) {
+	replies, err := c.do(ctx, []string{"PING"}, []string{"INFO", "clients"}, []string{"INFO", "replication"})
 	if err != nil {
 		return nil, err
 	}
 	fields := map[string]string{}
-	for _, r := range replies[2:] {
+	for _, r := range replies[1:] {
 		text, _ := r.(string)
 		for line := range strings.Lines(text) {
 			if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
@@ -243,8 +248,17 @@ func (c *respConn) info(ctx context.Context) (map[string]string, error) {
 			}
 		}
 	}
-	if kv, _ := replies[1].([]any); len(kv) == 2 {
-		fields["maxclients"], _ = kv[1].(string)
+	switch {
+	case maxClients > 0:
+		fields["maxclients"] = strconv.Itoa(maxClients)
+	case fields["maxclients"] == "":
+		replies, err := c.do(ctx, []string{"CONFIG", "GET", "maxclients"})
+		if err != nil {
+			return nil, err
+		}
+		if kv, _ := replies[0].([]any); len(kv) == 2 {
+			fields["maxclients"], _ = kv[1].(string)
+		}
 	}
 	return fields, nil
 }

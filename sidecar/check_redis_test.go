@@ -160,3 +160,16 @@ func redisInfo(t *testing.T, r *testutil.Redis) string {
 	s, _ := replies[0].(string)
 	return s
 }
+
+// Managed Redis often refuses CONFIG: Redis 7 shows maxclients in INFO, and
+// max_clients overrides both.
+func TestRedisWithoutConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis-server")
+	}
+	r := testutil.StartRedis(t, "--rename-command", "CONFIG", "")
+	asks := newCheck(t, "redis: {address: '"+r.Addr+"'}\ninterval: 5s\ntimeout: 3s")
+	expect(t, asks, true, "master, 1 of 10000 clients connected")
+	told := newCheck(t, "redis: {address: '"+r.Addr+"', max_clients: 100}\ninterval: 5s\ntimeout: 3s")
+	expect(t, told, true, "master, 2 of 100 clients connected")
+}

@@ -35,6 +35,7 @@ func TestLoadInvalid(t *testing.T) {
 		"bad-mysql-no-dsn.yaml":          `checks[0] (db): mysql: dsn: required (user:password@tcp(host:3306)/)`,
 		"bad-mysql-ratio.yaml":           `checks[0] (db): mysql: max_connections_used 1.5: must be in (0, 1]`,
 		"bad-redis-address.yaml":         `checks[0] (cache): redis: address "127.0.0.1": address 127.0.0.1: missing port in address`,
+		"bad-redis-max-clients.yaml":     `checks[0] (cache): redis: max_clients -1: must not be negative`,
 		"bad-redis-ratio.yaml":           `checks[0] (cache): redis: max_clients_used -0.1: must be in (0, 1]`,
 		"bad-redis-role.yaml":            `checks[0] (cache): redis: role "primary": must be master or replica`,
 		"bad-redis-username.yaml":        `checks[0] (cache): redis: username "probe": needs a password`,
