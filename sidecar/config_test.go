@@ -131,7 +131,7 @@ func TestExamplesLoad(t *testing.T) {
 		checks int
 	}{
 		{"../examples/sidecar.yaml", 1},
-		{"../examples/sidecar-full.yaml", 11},
+		{"../examples/sidecar-full.yaml", 14},
 	} {
 		t.Run(filepath.Base(tc.file), func(t *testing.T) {
 			b, err := os.ReadFile(tc.file)
