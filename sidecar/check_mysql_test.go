@@ -23,10 +23,7 @@ func TestMySQLCheck(t *testing.T) {
 	c := newCheck(t, "mysql: {dsn: '"+m.DSN("probe")+"', max_connections_used: 1}\ninterval: 5s\ntimeout: 3s")
 
 	t.Run("alive", func(t *testing.T) {
-		// root's setup connection ends a moment after it closed.
-		testutil.WaitFor(t, 5*time.Second, "only the check connected", func() bool {
-			return c.Run(context.Background()).Why() == "1 of 10 connections in use"
-		})
+		settle(t, c, "1 of 10 connections in use") // root's setup connection gone
 	})
 
 	t.Run("at the connection limit", func(t *testing.T) {
@@ -46,10 +43,7 @@ func TestMySQLCheck(t *testing.T) {
 
 	t.Run("over the ratio", func(t *testing.T) {
 		c := newCheck(t, "mysql: {dsn: '"+m.DSN("probe")+"', max_connections_used: 0.5}\ninterval: 5s\ntimeout: 3s")
-		// This check's and the one above, once the closed ones have ended.
-		testutil.WaitFor(t, 5*time.Second, "the applications' connections ended", func() bool {
-			return c.Run(context.Background()).Why() == "2 of 10 connections in use"
-		})
+		settle(t, c, "2 of 10 connections in use") // this check's and the one above
 		openMySQL(t, m, 4)
 		expect(t, c, false, "6 of 10 connections in use (60% > 50%)")
 	})
@@ -124,9 +118,7 @@ func TestWatchMySQL(t *testing.T) {
 	w.faultToWake(t, m.Stop, time.Second)
 	expect(t, c, false, "mysql 127.0.0.1:")
 	w.backToWake(t, m.Start)
-	testutil.WaitFor(t, 5*time.Second, "the watch's connection held again", func() bool {
-		return c.Run(context.Background()).Why() == "2 of 20 connections in use"
-	})
+	settle(t, c, "2 of 20 connections in use") // the check's and the watch's
 	w.stop(t)
 }
 
