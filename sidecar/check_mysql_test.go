@@ -120,6 +120,9 @@ func TestWatchMySQL(t *testing.T) {
 	w.backToWake(t, m.Start)
 	settle(t, c, "2 of 20 connections in use") // the check's and the watch's
 	w.stop(t)
+	// The server notices a client gone from under SLEEP within 5 s: a
+	// stopped watch does not keep a slot.
+	testutil.WaitFor(t, 10*time.Second, "the watch's SLEEP gone from the server", func() bool { return m.QueryInt(t, sleeping) == 0 })
 }
 
 // watch runs one event source the way the watch framework will, counting
