@@ -39,6 +39,7 @@ func TestLoadInvalid(t *testing.T) {
 		"bad-redis-ratio.yaml":           `checks[0] (cache): redis: max_clients_used -0.1: must be in (0, 1]`,
 		"bad-redis-role.yaml":            `checks[0] (cache): redis: role "primary": must be master or replica`,
 		"bad-redis-username.yaml":        `checks[0] (cache): redis: username "probe": needs a password`,
+		"bad-grpc-ca-file.yaml":          `checks[0] (api): grpc: ca_file testdata/test.key: no PEM certificate in it`,
 		"bad-grpc-no-address.yaml":       `checks[0] (api): grpc: address: required (host:port)`,
 		"bad-regexp.yaml":                `checks[0] (web): http: expect_body: error parsing regexp: missing closing )`,
 		"bad-report-to-url.yaml":         `report_to[1]: "dns-b:8053" is not an http:// or https:// URL`,
