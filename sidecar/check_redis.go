@@ -126,7 +126,7 @@ func (s *RedisSpec) dial(ctx context.Context) (*respConn, error) {
 		}
 		if _, err := conn.do(ctx, auth); err != nil {
 			conn.Close()
-			return nil, fmt.Errorf("AUTH: %w", err)
+			return nil, err // "AUTH: WRONGPASS ..."
 		}
 	}
 	return conn, nil

@@ -69,12 +69,12 @@ func TestRedisPassword(t *testing.T) {
 	r := testutil.StartRedis(t, "--requirepass", "s3cret-pw")
 	good := newCheck(t, "redis: {address: '"+r.Addr+"', password: s3cret-pw}\ninterval: 5s\ntimeout: 3s")
 	expect(t, good, true, "master, 1 of ")
-	for _, yaml := range []string{
-		"redis: {address: '" + r.Addr + "', password: not-the-pw}",
-		"redis: {address: '" + r.Addr + "', username: default, password: not-the-pw}",
-		"redis: {address: '" + r.Addr + "'}",
+	for yaml, why := range map[string]string{
+		"redis: {address: '" + r.Addr + "', password: not-the-pw}":                    ": AUTH: WRONGPASS invalid username-password pair",
+		"redis: {address: '" + r.Addr + "', username: default, password: not-the-pw}": ": AUTH: WRONGPASS invalid username-password pair",
+		"redis: {address: '" + r.Addr + "'}":                                          ": PING: NOAUTH Authentication required.",
 	} {
-		res := expect(t, newCheck(t, yaml+"\ninterval: 5s\ntimeout: 3s"), false, "redis "+r.Addr+": ")
+		res := expect(t, newCheck(t, yaml+"\ninterval: 5s\ntimeout: 3s"), false, "redis "+r.Addr+why)
 		if strings.Contains(res.Why(), "not-the-pw") {
 			t.Errorf("password in %q", res.Why())
 		}
