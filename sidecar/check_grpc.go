@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"os"
 	"sync"
 	"time"
 
@@ -32,23 +31,16 @@ type GRPCSpec struct {
 	dialEr error
 }
 
-func (s *GRPCSpec) compile(*Check) error {
+func (s *GRPCSpec) compile(*Check) (err error) {
 	if err := validAddress(s.Address); err != nil {
 		return err
 	}
 	if s.CAFile == "" {
 		return nil
 	}
-	pem, err := os.ReadFile(s.CAFile)
-	if err != nil {
-		return fmt.Errorf("ca_file: %w", err)
-	}
-	s.roots = x509.NewCertPool()
-	if !s.roots.AppendCertsFromPEM(pem) {
-		return fmt.Errorf("ca_file %s: no PEM certificate in it", s.CAFile)
-	}
 	s.TLS = true
-	return nil
+	s.roots, err = loadRoots(s.CAFile)
+	return err
 }
 
 // client opens a connection that retries quickly: gRPC's default backoff

@@ -141,7 +141,7 @@ func TestWatchGRPCUnimplemented(t *testing.T) {
 }
 
 func TestGRPCCheckTLS(t *testing.T) {
-	cert, caFile := selfSigned(t)
+	cert, caFile, _ := selfSigned(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -157,8 +157,9 @@ func TestGRPCCheckTLS(t *testing.T) {
 	expect(t, newCheck(t, "grpc: {address: '"+addr+"'}\ninterval: 5s\ntimeout: 3s"), false, "Unavailable")
 }
 
-// selfSigned makes a certificate for 127.0.0.1 and writes it as a CA file.
-func selfSigned(t *testing.T) (tls.Certificate, string) {
+// selfSigned makes a certificate for 127.0.0.1 and writes it (also the CA
+// file: it signs itself) and its key as PEM files.
+func selfSigned(t *testing.T) (cert tls.Certificate, certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -174,9 +175,13 @@ func selfSigned(t *testing.T) (tls.Certificate, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, caFile
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, certFile, keyFile
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -25,6 +26,10 @@ type RedisSpec struct {
 	MaxClientsUsed float64 `yaml:"max_clients_used"` // 0 < ratio <= 1, default 0.9
 	MaxClients     int     `yaml:"max_clients"`      // the limit, for servers that show it nowhere the check may read
 	Role           string  `yaml:"role"`             // master or replica; not checked when empty
+	TLS            bool    `yaml:"tls"`              // TLS (Redis 6+ tls-port); plaintext otherwise
+	CAFile         string  `yaml:"ca_file"`          // PEM roots to verify the server with (implies tls)
+
+	tls *tls.Config
 
 	mu   sync.Mutex
 	conn *respConn // kept between runs
@@ -52,7 +57,19 @@ func (s *RedisSpec) compile(*Check) error {
 	default:
 		return fmt.Errorf("role %q: must be master or replica", s.Role)
 	}
-	return nil
+	return s.compileTLS()
+}
+
+func (s *RedisSpec) compileTLS() (err error) {
+	if !s.TLS && s.CAFile == "" {
+		return nil
+	}
+	host, _, _ := net.SplitHostPort(s.Address)
+	s.tls = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	if s.CAFile != "" {
+		s.tls.RootCAs, err = loadRoots(s.CAFile)
+	}
+	return err
 }
 
 func probeRedis(ctx context.Context, c *Check) Result {
@@ -117,6 +134,14 @@ func (s *RedisSpec) dial(ctx context.Context) (*respConn, error) {
 	nc, err := d.DialContext(ctx, "tcp", s.Address)
 	if err != nil {
 		return nil, err
+	}
+	if s.tls != nil {
+		tc := tls.Client(nc, s.tls)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, err
+		}
+		nc = tc
 	}
 	conn := &respConn{Conn: nc, r: bufio.NewReader(nc)}
 	if s.Password != "" {

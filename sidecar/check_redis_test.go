@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -182,4 +183,16 @@ func settle(t *testing.T, c *Check, why string) {
 		r := c.Run(context.Background())
 		return r.Healthy && r.Why() == why
 	})
+}
+
+func TestRedisTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis-server")
+	}
+	_, certFile, keyFile := selfSigned(t)
+	port := testutil.FreePort(t)
+	testutil.StartRedis(t, "--tls-port", fmt.Sprint(port), "--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-auth-clients", "no")
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	settle(t, newCheck(t, "redis: {address: '"+addr+"', ca_file: '"+certFile+"'}\ninterval: 5s\ntimeout: 3s"), "master, 1 of 10000 clients connected")
+	expect(t, newCheck(t, "redis: {address: '"+addr+"', tls: true}\ninterval: 5s\ntimeout: 3s"), false, "certificate signed by unknown authority")
 }

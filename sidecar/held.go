@@ -2,9 +2,11 @@ package sidecar
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"time"
 )
@@ -108,4 +110,17 @@ func validAddress(addr string) error {
 		return fmt.Errorf("address %q: %w", addr, err)
 	}
 	return nil
+}
+
+// loadRoots reads the PEM roots a TLS check verifies its server with.
+func loadRoots(caFile string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("ca_file: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("ca_file %s: no PEM certificate in it", caFile)
+	}
+	return roots, nil
 }
