@@ -2,9 +2,11 @@ package sidecar
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +21,7 @@ import (
 type MySQLSpec struct {
 	DSN                string  `yaml:"dsn"`                  // go-sql-driver DSN: user:password@tcp(host:3306)/
 	MaxConnectionsUsed float64 `yaml:"max_connections_used"` // 0 < ratio <= 1, default 0.9
+	CAFile             string  `yaml:"ca_file"`              // PEM roots to verify the server's TLS with (implies TLS)
 
 	cfg  *mysql.Config
 	once sync.Once
@@ -36,6 +39,14 @@ func (s *MySQLSpec) compile(c *Check) (err error) {
 		s.cfg.Timeout = c.timeout // the dial; queries run under the run's context
 	}
 	s.cfg.Logger = &mysql.NopLogger{} // broken connections are reported as results, not logged
+	if s.CAFile != "" {
+		roots, err := loadRoots(s.CAFile)
+		if err != nil {
+			return err
+		}
+		host, _, _ := net.SplitHostPort(s.cfg.Addr)
+		s.cfg.TLS = &tls.Config{RootCAs: roots, ServerName: host, MinVersion: tls.VersionTLS12}
+	}
 	return validShare("max_connections_used", &s.MaxConnectionsUsed, DefaultMaxConnectionsUsed)
 }
 

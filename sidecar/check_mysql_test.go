@@ -180,3 +180,13 @@ func (w *watch) stop(t *testing.T) {
 		t.Error("source still running 3s after its context was cancelled")
 	}
 }
+
+func TestMySQLTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts MariaDB")
+	}
+	_, certFile, keyFile := selfSigned(t)
+	m := testutil.StartMariaDB(t, 10, "--ssl-cert="+certFile, "--ssl-key="+keyFile)
+	settle(t, newCheck(t, "mysql: {dsn: '"+m.DSN("probe")+"', ca_file: '"+certFile+"'}\ninterval: 5s\ntimeout: 3s"), "1 of 10 connections in use")
+	expect(t, newCheck(t, "mysql: {dsn: '"+m.DSN("probe")+"?tls=true'}\ninterval: 5s\ntimeout: 3s"), false, "certificate signed by unknown authority")
+}

@@ -33,8 +33,9 @@ type MariaDB struct {
 const MariaDBPassword = "s3cret-pw"
 
 // StartMariaDB initialises a data dir and starts the server with
-// max_connections set to maxConns (MariaDB's minimum is 10).
-func StartMariaDB(t testing.TB, maxConns int) *MariaDB {
+// max_connections set to maxConns (MariaDB's minimum is 10) and extra
+// options (e.g. "--ssl-cert=FILE").
+func StartMariaDB(t testing.TB, maxConns int, extra ...string) *MariaDB {
 	t.Helper()
 	Need(t, "mariadb-install-db", "mariadbd")
 	dir, err := os.MkdirTemp("", "hs-maria-")
@@ -62,6 +63,7 @@ func StartMariaDB(t testing.TB, maxConns int) *MariaDB {
 			defer db.Close()
 			return db.Ping()
 		}}
+	m.argv = append(m.argv, extra...)
 	t.Cleanup(m.Stop)
 	m.Start()
 	m.Root(t, "CREATE USER probe@'%' IDENTIFIED BY '"+MariaDBPassword+"'",
