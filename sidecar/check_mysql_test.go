@@ -115,6 +115,14 @@ func TestWatchMySQL(t *testing.T) {
 	testutil.WaitFor(t, 5*time.Second, "the watch's SLEEP running", func() bool {
 		return m.QueryInt(t, sleeping) == 1
 	})
+	// A SLEEP cut short (KILL QUERY, as at shutdown) wakes the check too.
+	w.faultToWake(t, func() {
+		m.Root(t, fmt.Sprintf("KILL QUERY %d", m.QueryInt(t, strings.Replace(sleeping, "COUNT(*)", "ID", 1))))
+	}, time.Second)
+	testutil.WaitFor(t, 5*time.Second, "the watch's SLEEP running again", func() bool {
+		return m.QueryInt(t, sleeping) == 1
+	})
+
 	w.faultToWake(t, m.Stop, time.Second)
 	expect(t, c, false, "mysql 127.0.0.1:")
 	w.backToWake(t, m.Start)

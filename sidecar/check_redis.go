@@ -18,7 +18,8 @@ import (
 
 // RedisSpec checks that a Redis server answers PING, that its clients stay
 // under a share of maxclients, and optionally that it is still the master.
-// It speaks RESP itself: four commands do not justify a client library.
+// It speaks RESP itself: a handful of commands (AUTH, PING, INFO, CONFIG
+// GET, BLPOP) do not justify a client library in the sidecar.
 type RedisSpec struct {
 	Address        string  `yaml:"address"`          // host:port
 	Username       string  `yaml:"username"`         // ACL user (Redis 6+); AUTH with password alone when empty
@@ -112,7 +113,8 @@ func (s *RedisSpec) judge(info map[string]string) Result {
 }
 
 // query sends PING and INFO in one write on the kept connection (opening
-// one if needed) and returns INFO's fields plus maxclients. A network error drops the connection; an error reply does not.
+// one if needed) and returns INFO's fields plus maxclients. A network error
+// drops the connection; an error reply does not.
 func (s *RedisSpec) query(ctx context.Context) (map[string]string, error) {
 	if s.conn == nil {
 		conn, err := s.dial(ctx)
