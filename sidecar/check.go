@@ -40,6 +40,9 @@ type Check struct {
 	Exec     *ExecSpec     `yaml:"exec"`
 	DNS      *DNSSpec      `yaml:"dns"`
 	Postgres *PostgresSpec `yaml:"postgres"`
+	MySQL    *MySQLSpec    `yaml:"mysql"`
+	Redis    *RedisSpec    `yaml:"redis"`
+	GRPC     *GRPCSpec     `yaml:"grpc"`
 	Pods     *PodsSpec     `yaml:"pods"`
 	IPTables *IPTablesSpec `yaml:"iptables"`
 	NFTables *NFTablesSpec `yaml:"nftables"`
@@ -98,6 +101,9 @@ var probers = map[string]prober{
 	"exec":     probeExec,
 	"dns":      probeDNS,
 	"postgres": probePostgres,
+	"mysql":    probeMySQL,
+	"redis":    probeRedis,
+	"grpc":     probeGRPC,
 	"pods":     probePods,
 	"iptables": probeIPTables,
 	"nftables": probeNFTables,
@@ -136,6 +142,9 @@ func (c *Check) blocks() map[string]spec {
 	add("exec", c.Exec != nil, c.Exec)
 	add("dns", c.DNS != nil, c.DNS)
 	add("postgres", c.Postgres != nil, c.Postgres)
+	add("mysql", c.MySQL != nil, c.MySQL)
+	add("redis", c.Redis != nil, c.Redis)
+	add("grpc", c.GRPC != nil, c.GRPC)
 	add("pods", c.Pods != nil, c.Pods)
 	add("iptables", c.IPTables != nil, c.IPTables)
 	add("nftables", c.NFTables != nil, c.NFTables)
@@ -252,6 +261,15 @@ func (c *Check) Run(ctx context.Context) (r Result) {
 func (c *Check) Close() {
 	if c.Postgres != nil {
 		c.Postgres.close()
+	}
+	if c.MySQL != nil {
+		c.MySQL.close()
+	}
+	if c.Redis != nil {
+		c.Redis.close()
+	}
+	if c.GRPC != nil {
+		c.GRPC.close()
 	}
 }
 

@@ -26,11 +26,21 @@ func TestLoadInvalid(t *testing.T) {
 		"bad-no-checks.yaml":             `checks: at least one check is required`,
 		"bad-no-cluster.yaml":            `cluster: required`,
 		"bad-no-key-file.yaml":           `key_file: required`,
-		"bad-no-kind.yaml":               `checks[0] (web): no check kind: set one of crio, dns, exec, http`,
+		"bad-no-kind.yaml":               `checks[0] (web): no check kind: set one of crio, dns, exec, grpc, http`,
 		"bad-no-name.yaml":               `checks[0]: name: required`,
 		"bad-no-report-to.yaml":          `report_to: at least one URL is required`,
 		"bad-postgres-ratio.yaml":        `checks[0] (db): postgres: max_connections_used 1.5: must be in (0, 1]`,
 		"bad-preset-and-other-kind.yaml": `checks[0] (pods): more than one check kind: pods, tcp`,
+		"bad-mysql-dsn.yaml":             `checks[0] (db): mysql: dsn: time: invalid duration "xxxxx"`,
+		"bad-mysql-no-dsn.yaml":          `checks[0] (db): mysql: dsn: required (user:password@tcp(host:3306)/)`,
+		"bad-mysql-ratio.yaml":           `checks[0] (db): mysql: max_connections_used 1.5: must be in (0, 1]`,
+		"bad-redis-address.yaml":         `checks[0] (cache): redis: address "127.0.0.1": address 127.0.0.1: missing port in address`,
+		"bad-redis-max-clients.yaml":     `checks[0] (cache): redis: max_clients -1: must not be negative`,
+		"bad-redis-ratio.yaml":           `checks[0] (cache): redis: max_clients_used -0.1: must be in (0, 1]`,
+		"bad-redis-role.yaml":            `checks[0] (cache): redis: role "primary": must be master or replica`,
+		"bad-redis-username.yaml":        `checks[0] (cache): redis: username "probe": needs a password`,
+		"bad-grpc-ca-file.yaml":          `checks[0] (api): grpc: ca_file testdata/test.key: no PEM certificate in it`,
+		"bad-grpc-no-address.yaml":       `checks[0] (api): grpc: address: required (host:port)`,
 		"bad-regexp.yaml":                `checks[0] (web): http: expect_body: error parsing regexp: missing closing )`,
 		"bad-report-to-url.yaml":         `report_to[1]: "dns-b:8053" is not an http:// or https:// URL`,
 		"bad-short-key.yaml":             `key_file: key file testdata/short.key: key is 5 bytes, need at least 16`,
@@ -122,7 +132,7 @@ func TestExamplesLoad(t *testing.T) {
 		checks int
 	}{
 		{"../examples/sidecar.yaml", 1},
-		{"../examples/sidecar-full.yaml", 11},
+		{"../examples/sidecar-full.yaml", 14},
 	} {
 		t.Run(filepath.Base(tc.file), func(t *testing.T) {
 			b, err := os.ReadFile(tc.file)

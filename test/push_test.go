@@ -170,7 +170,7 @@ func postSigned(url string, body, key []byte, ts time.Time) (int, error) {
 
 const eastKey, westKey = "east-key-0123456789abcdef", "west-key-0123456789abcdef"
 
-func keyFiles(t *testing.T) (east, west string) {
+func keyFiles(t testing.TB) (east, west string) {
 	dir := t.TempDir()
 	east, west = filepath.Join(dir, "east.key"), filepath.Join(dir, "west.key")
 	os.WriteFile(east, []byte(eastKey+"\n"), 0o600)
@@ -178,7 +178,7 @@ func keyFiles(t *testing.T) (east, west string) {
 	return east, west
 }
 
-func pushCorefile(t *testing.T, extra string) string {
+func pushCorefile(t testing.TB, extra string) string {
 	east, west := keyFiles(t)
 	return `svc1.net:DNSPORT svc2.net:DNSPORT {
     healthswitch {
