@@ -120,16 +120,17 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 	case "peers":
 		cfg.peers, err = urlArgs(c, "http", "https")
 	case "ns":
-		args := c.RemainingArgs()
-		if len(args) == 0 {
-			return c.ArgErr()
-		}
-		for _, a := range args {
-			if _, ok := dns.IsDomainName(a); !ok {
-				return c.Errf("ns: %q is not a domain name", a)
-			}
-			cfg.nameservers = append(cfg.nameservers, dns.Fqdn(strings.ToLower(a)))
-		}
+		return parseNS(c, cfg)
+	case "soa":
+		return parseSOA(c, cfg)
+	case "soa_ttl":
+		var n int
+		n, err = intArg(c, 0, maxTTL)
+		cfg.soaTTL = int64(n)
+	case "ns_ttl":
+		var n int
+		n, err = intArg(c, 0, maxTTL)
+		cfg.nsTTL = uint32(n)
 	case "hostmaster":
 		args := c.RemainingArgs()
 		if len(args) != 1 {
@@ -281,6 +282,9 @@ func finish(c *caddy.Controller, cfg *config) error {
 			}
 			cfg.apps = append(cfg.apps, app{name: z, zone: z, clusters: names})
 		}
+	}
+	if err := checkNameservers(c, cfg); err != nil {
+		return err
 	}
 	for _, cl := range cfg.clusters {
 		if cfg.detect == detectProbe && len(cl.probes) == 0 {

@@ -110,7 +110,7 @@ type engine struct {
 }
 
 func newEngine(cfg *config) *engine {
-	e := &engine{cfg: cfg, now: time.Now, table: newNameTable(cfg, serialNow()), clusters: map[string]*clusterState{}, adminSeen: map[string]time.Time{}, done: make(chan struct{})}
+	e := &engine{cfg: cfg, now: time.Now, table: newNameTable(cfg, zoneSerial(cfg, 0)), clusters: map[string]*clusterState{}, adminSeen: map[string]time.Time{}, done: make(chan struct{})}
 	now := e.now()
 	for _, cl := range cfg.clusters {
 		cs := &clusterState{cfg: cl, state: StateUnknown, since: now, reason: "no signal yet", sidecar: sigNone, probe: sigNone}
