@@ -84,15 +84,18 @@ func (l *dnsLab) write(t *testing.T, name, content string) string {
 // healthswitchZone is hs.test as the lab serves it with healthswitch: two
 // apps, both NS names with addresses, default SOA.
 func (l *dnsLab) healthswitchZone() string {
-	return fmt.Sprintf(`healthswitch {
+	return l.healthswitchZoneWith(fmt.Sprintf("ns ns1.hs.test %s\n        ns ns2.hs.test %s", l.ns1, l.ns2))
+}
+
+func (l *dnsLab) healthswitchZoneWith(lines string) string {
+	return `healthswitch {
         cluster a 192.0.2.10
         cluster b 192.0.2.20
         app hs.test a b
         app www.hs.test a b
-        ns ns1.hs.test %s
-        ns ns2.hs.test %s
+        ` + lines + `
         listen 127.0.0.1:0
-    }`, l.ns1, l.ns2)
+    }`
 }
 
 // fileZone is the same zone as a zone file served by CoreDNS's file plugin:
