@@ -30,6 +30,7 @@ func setup(c *caddy.Controller) error {
 	h := newHealthSwitch(cfg)
 
 	c.OnStartup(h.start)
+	c.OnStartup(func() error { releaseParseMemory(h.gen); return nil })
 	c.OnShutdown(h.stop)
 	c.OnRestart(h.onRestart)
 	c.OnRestartFailed(h.onRestartFailed)
@@ -283,7 +284,7 @@ func finish(c *caddy.Controller, cfg *config) error {
 			cfg.apps = append(cfg.apps, app{name: z, zone: z, clusters: names})
 		}
 	}
-	if err := checkNameservers(c, cfg); err != nil {
+	if err := finishZone(c, cfg); err != nil {
 		return err
 	}
 	for _, cl := range cfg.clusters {

@@ -115,6 +115,23 @@ func seconds(s string) (uint32, error) {
 	return uint32(d / time.Second), nil
 }
 
+// finishZone applies the checks of the zone's own records that need the
+// whole block, and shares one cluster list among the apps that name the
+// same clusters: with thousands of apps on the same clusters, each app's own
+// copy of the list would be most of the memory the configuration holds.
+func finishZone(c *caddy.Controller, cfg *config) error {
+	lists := map[string][]string{}
+	for i, a := range cfg.apps {
+		key := strings.Join(a.clusters, " ")
+		if l, ok := lists[key]; ok {
+			cfg.apps[i].clusters = l
+		} else {
+			lists[key] = a.clusters
+		}
+	}
+	return checkNameservers(c, cfg)
+}
+
 // checkNameservers needs the whole block: an in-zone nameserver must not be
 // an app, and one without an address is worth a warning, since resolvers
 // that look it up find nothing (BIND refuses to load such a zone).
