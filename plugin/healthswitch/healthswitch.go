@@ -157,9 +157,9 @@ func (h *HealthSwitch) negative(w dns.ResponseWriter, r *dns.Msg, zr *zoneRecord
 // it back at once: one garbage collection per Corefile load, however many
 // blocks have a healthswitch.
 func releaseParseMemory(gen uint64) {
-	if releasedGen.Swap(gen) != gen {
+	if releasedGen.Swap(gen+1) != gen+1 {
 		debug.FreeOSMemory()
 	}
 }
 
-var releasedGen atomic.Uint64
+var releasedGen atomic.Uint64 // the last load released, plus one (0: none yet)
