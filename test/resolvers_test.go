@@ -198,3 +198,46 @@ func (l *dnsLab) askForAWhile(t *testing.T, resolvers []resolver, cases []resolv
 		time.Sleep(250 * time.Millisecond) // paced load: the check is that no round fails
 	}
 }
+
+// TestRealBinaryRefusesTransfersAndDropsNotify: over the wire, AXFR and IXFR
+// are REFUSED (TCP and UDP), a NOTIFY gets no reply (as the file plugin does
+// for a zone it is the primary of), an UPDATE is NOTIMP, and the NS answer
+// carries the name server's address as glue.
+func TestRealBinaryRefusesTransfersAndDropsNotify(t *testing.T) {
+	s := realCoreDNS(t, pushCorefile(t, "        ns ns1.svc1.net 127.0.0.53"))
+	ask := func(network string, build func(m *dns.Msg)) (*dns.Msg, error) {
+		m := new(dns.Msg)
+		m.SetQuestion("svc1.net.", dns.TypeSOA)
+		build(m)
+		c := &dns.Client{Net: network, Timeout: 500 * time.Millisecond}
+		r, _, err := c.Exchange(m, s.dns)
+		return r, err
+	}
+	for _, tc := range []struct {
+		name, network string
+		build         func(m *dns.Msg)
+		rcode         int
+	}{
+		{"AXFR over TCP", "tcp", func(m *dns.Msg) { m.Question[0].Qtype = dns.TypeAXFR }, dns.RcodeRefused},
+		{"AXFR over UDP", "udp", func(m *dns.Msg) { m.Question[0].Qtype = dns.TypeAXFR }, dns.RcodeRefused},
+		{"IXFR over TCP", "tcp", func(m *dns.Msg) {
+			m.Question[0].Qtype = dns.TypeIXFR
+			m.Ns = []dns.RR{&dns.SOA{Hdr: dns.RR_Header{Name: "svc1.net.", Rrtype: dns.TypeSOA, Class: dns.ClassINET}, Ns: "a.", Mbox: "b.", Serial: 1}}
+		}, dns.RcodeRefused},
+		{"UPDATE", "udp", func(m *dns.Msg) { m.Opcode = dns.OpcodeUpdate }, dns.RcodeNotImplemented},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := ask(tc.network, tc.build)
+			if err != nil || r.Rcode != tc.rcode || len(r.Answer) != 0 {
+				t.Errorf("got %v (err %v), want %s and no answer", r, err, dns.RcodeToString[tc.rcode])
+			}
+		})
+	}
+	if r, err := ask("udp", func(m *dns.Msg) { m.Opcode = dns.OpcodeNotify; m.Authoritative = true }); err == nil {
+		t.Errorf("NOTIFY was answered, want it dropped:\n%v", r)
+	}
+	r, err := realQuery(s.dns, "udp", "svc1.net.", dns.TypeNS)
+	if err != nil || len(r.Answer) != 1 || len(r.Extra) != 1 || r.Extra[0].(*dns.A).A.String() != "127.0.0.53" {
+		t.Errorf("NS svc1.net.: %v (err %v), want ns1.svc1.net. with its glue", r, err)
+	}
+}
