@@ -187,6 +187,11 @@ func (b *bencher) dnsperfAll(ctx context.Context, notes []string) ([]DNSResult, 
 		api3, _ := demo.FreePort("127.0.0.1")
 		run("healthswitch + 1,000 reports/s", healthswitchCorefile(port3, api3, dir), port3, true)
 	}
+	if note, err := b.pushCost(ctx, dir, keys); err == nil {
+		notes = append(notes, note)
+	} else {
+		notes = append(notes, "push cost: "+err.Error())
+	}
 	var best []DNSResult
 	for _, r := range out {
 		i := slices.IndexFunc(best, func(b DNSResult) bool { return b.Name == r.Name })
@@ -205,6 +210,48 @@ func (b *bencher) dnsperfAll(ctx context.Context, notes []string) ([]DNSResult, 
 	}
 	return best, notes
 }
+
+// pushCost is what the push load alone costs the DNS server: its CPU time
+// over pushCostSeconds at pushRate with no queries, beside the same time
+// idle. On the one core the server is pinned to, that share is taken from
+// queries, so 1 - share is the most the loaded/idle qps ratio can be; the
+// rest of a lower ratio is the pushers of this process (unpinned, so on the
+// server's or dnsperf's core) and the neighbours.
+func (b *bencher) pushCost(ctx context.Context, dir string, keys map[string][]byte) (string, error) {
+	port, _ := demo.FreePort("127.0.0.1")
+	api, _ := demo.FreePort("127.0.0.1")
+	s, err := b.startDNS(ctx, "push-cost", healthswitchCorefile(port, api, dir), port)
+	if err != nil {
+		return "", err
+	}
+	defer s.proc.Stop()
+	apiURL := apiFrom(healthswitchCorefile(port, api, dir))
+	for c, k := range keys {
+		(&demo.Pusher{API: apiURL, Cluster: c, Boot: "warm-" + c, Key: k}).Push(true)
+	}
+	cpu := func(run func()) (float64, time.Duration) {
+		c0, _ := demo.CPUTime(s.proc.Pid())
+		t0 := time.Now()
+		run()
+		c1, _ := demo.CPUTime(s.proc.Pid())
+		return (c1 - c0).Seconds() / time.Since(t0).Seconds(), c1 - c0
+	}
+	idle, _ := cpu(func() { time.Sleep(pushCostSeconds * time.Second) })
+	var rate float64
+	loaded, used := cpu(func() {
+		stop := startPushers(apiURL, keys, pushRate, pushCostSeconds*time.Second+time.Second)
+		time.Sleep(pushCostSeconds * time.Second)
+		rate, _ = stop()
+	})
+	if rate == 0 {
+		return "", fmt.Errorf("no report accepted")
+	}
+	perReport := float64(used.Microseconds()) / (rate * pushCostSeconds)
+	return fmt.Sprintf("Push cost without queries: %.0f reports/s accepted took %.1f%% of the server's core (idle %.1f%%), %.0f µs of CPU per report; at %d reports/s that is %.1f%% of a core, so on one core the loaded/idle qps ratio can be at most %.2f×.",
+		rate, 100*loaded, 100*idle, perReport, pushRate, perReport*pushRate/1e4, 1-perReport*pushRate/1e6), nil
+}
+
+const pushCostSeconds = 5
 
 func hostsCorefile(port int, hostsFile string) string {
 	return fmt.Sprintf(`svc1.net:%d svc2.net:%d {

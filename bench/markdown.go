@@ -92,15 +92,15 @@ func markdown(r *Results) string {
 	}
 	if len(r.Scale) > 0 {
 		b.WriteString("Scale: healthswitch with 10,000 names, each served by all 100 clusters (1,000,000 name/address pairs), against the hosts plugin serving the same pairs; the flip is one cluster's report taking it down or up (10 flips), timed from the POST to the first query that shows it, and inside the server from received_at to applied_at (snapshot rebuilt and swapped). Flip baseline: the same on the 2-name configuration.\n\n")
-		b.WriteString("| server | start → first answer | RSS after start | RSS after flips + ingest | flip p50 | flip max | swap p50 | swap max |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		b.WriteString("| server | start → first answer | RSS after start | peak RSS | RSS after flips + ingest | flip p50 | flip max | swap p50 | swap max |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 		for _, s := range r.Scale {
-			fmt.Fprintf(&b, "| %s | %.0f ms | %.1f MiB | %s | %s | %s | %s | %s |\n", s.Name, s.StartMS, s.RSSMiB,
+			fmt.Fprintf(&b, "| %s | %.0f ms | %.1f MiB | %s | %s | %s | %s | %s | %s |\n", s.Name, s.StartMS, s.RSSMiB, opt(s.PeakMiB, "%.1f MiB"),
 				opt(s.RSSAfter, "%.1f MiB"), opt(s.FlipP50, "%.2f ms"), opt(s.FlipMax, "%.2f ms"), opt(s.SwapP50, "%.2f ms"), opt(s.SwapMax, "%.2f ms"))
 		}
 		if len(r.Scale) == 3 {
 			h, big, small := r.Scale[0], r.Scale[1], r.Scale[2]
-			fmt.Fprintf(&b, "\nRatios: RSS healthswitch / hosts %s, start %s; flip at 10,000 × 100 / 2 × 2: p50 %s, swap p50 %s.\n",
-				ratio(big.RSSMiB, h.RSSMiB), ratio(big.StartMS, h.StartMS), ratio(big.FlipP50, small.FlipP50), ratio(big.SwapP50, small.SwapP50))
+			fmt.Fprintf(&b, "\nRatios: RSS healthswitch / hosts %s (peak %s), start %s; flip at 10,000 × 100 / 2 × 2: p50 %s, swap p50 %s.\n",
+				ratio(big.RSSMiB, h.RSSMiB), ratio(big.PeakMiB, h.PeakMiB), ratio(big.StartMS, h.StartMS), ratio(big.FlipP50, small.FlipP50), ratio(big.SwapP50, small.SwapP50))
 		}
 		b.WriteString("\n")
 	}

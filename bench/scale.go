@@ -45,6 +45,7 @@ type ScaleResult struct {
 	Records   int     `json:"records"`
 	StartMS   float64 `json:"start_ms"` // process start → first answer
 	RSSMiB    float64 `json:"rss_mib"`
+	PeakMiB   float64 `json:"peak_rss_mib,omitempty"` // VmHWM: the most the process held, start-up included
 	Flips     int     `json:"flips,omitempty"`
 	FlipP50   float64 `json:"flip_p50_ms,omitempty"` // report POST → a client sees the new answer
 	FlipMax   float64 `json:"flip_max_ms,omitempty"`
@@ -194,6 +195,23 @@ const (
 	scaleFlips    = 10
 )
 
+// peakRSSMiB is the process's high-water mark of resident memory, 0 when
+// unknown.
+func peakRSSMiB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if kb, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var n float64
+			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), &n)
+			return n / 1024
+		}
+	}
+	return 0
+}
+
 func bigIP(i int) string { return fmt.Sprintf("10.1.%d.1", i) }
 
 // scale starts healthswitch with 10,000 names each served by all 100
@@ -324,6 +342,7 @@ func (b *bencher) startBig(ctx context.Context, name, corefile string, port int)
 	if rss, err := demo.RSS(p.Pid()); err == nil {
 		s.RSSMiB = float64(rss) / (1 << 20)
 	}
+	s.PeakMiB = peakRSSMiB(p.Pid())
 	return s, nil
 }
 

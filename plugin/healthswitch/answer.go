@@ -1,11 +1,13 @@
 package healthswitch
 
 import (
+	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"net"
 	"strings"
-	"time"
 
+	"github.com/coredns/coredns/plugin"
 	"github.com/miekg/dns"
 )
 
@@ -30,15 +32,17 @@ type nameTable struct {
 type setPair struct{ a, aaaa *answerSet }
 
 type zoneRecords struct {
-	soa *dns.SOA
-	ns  []*dns.NS
+	soa  *dns.SOA
+	ns   []*dns.NS
+	glue []dns.RR // A and AAAA of the NS names that have addresses
 }
 
 // entry is one existing name.
 type entry struct {
 	zone string
 	apex bool
-	set  int // index into snapshot.sets; -1 when the name is no app
+	set  int         // index into snapshot.sets; -1 when the name is no app
+	ns   *nameserver // set when the name is an in-zone NS name
 }
 
 // answers returns the A or AAAA answer set of e, nil when e is no app.
@@ -127,21 +131,35 @@ func newNameTable(cfg *config, serial uint32) *nameTable {
 			groupIndex[key] = g
 			t.groups = append(t.groups, ap.clusters)
 		}
-		e := t.names[ap.name]
-		if e == nil {
-			e = &entry{zone: ap.zone}
-			t.names[ap.name] = e
-		}
-		e.set = g
-		// Names between the app and its zone exist too (RFC 8020): they
-		// answer NODATA, never NXDOMAIN.
-		for n := parentName(ap.name); n != "" && n != ap.zone && dns.IsSubDomain(ap.zone, n); n = parentName(n) {
-			if t.names[n] == nil {
-				t.names[n] = &entry{zone: ap.zone, set: -1}
-			}
+		t.add(ap.name, ap.zone).set = g
+	}
+	// In-zone NS names exist: with their addresses, or NODATA.
+	var nss []nameserver
+	for _, z := range cfg.zones {
+		nss = append(nss, nameserversOf(cfg, z)...)
+	}
+	for i := range nss {
+		if zone := plugin.Zones(cfg.zones).Matches(nss[i].name); zone != "" {
+			t.add(nss[i].name, zone).ns = &nss[i]
 		}
 	}
 	return t
+}
+
+// add makes name exist, with the names between it and its zone: those
+// answer NODATA, never NXDOMAIN (RFC 8020).
+func (t *nameTable) add(name, zone string) *entry {
+	e := t.names[name]
+	if e == nil {
+		e = &entry{zone: zone, set: -1}
+		t.names[name] = e
+	}
+	for n := parentName(name); n != "" && n != zone && dns.IsSubDomain(zone, n); n = parentName(n) {
+		if t.names[n] == nil {
+			t.names[n] = &entry{zone: zone, set: -1}
+		}
+	}
+	return e
 }
 
 func buildSnapshot(cfg *config, epoch uint64, views map[string]clusterView, table *nameTable) *snapshot {
@@ -221,27 +239,38 @@ func fill(s *answerSet, policy string, up []clusterView, ips func(*clusterConfig
 	}
 }
 
-func zoneRecordsFor(cfg *config, zone string, serial uint32) *zoneRecords {
-	ns := cfg.nameservers
-	if len(ns) == 0 {
-		ns = []string{dnsJoin("ns1", zone)}
+// nameserversOf returns the `ns` lines, or the default ns1.ZONE.
+func nameserversOf(cfg *config, zone string) []nameserver {
+	if len(cfg.nameservers) > 0 {
+		return cfg.nameservers
 	}
+	return []nameserver{{name: dnsJoin("ns1", zone)}}
+}
+
+func zoneRecordsFor(cfg *config, zone string, serial uint32) *zoneRecords {
+	nss := nameserversOf(cfg, zone)
 	mbox := cfg.hostmaster
 	if mbox == "" {
 		mbox = dnsJoin("hostmaster", zone)
 	}
+	soaTTL := cfg.ttl
+	if cfg.soaTTL >= 0 {
+		soaTTL = uint32(cfg.soaTTL)
+	}
 	zr := &zoneRecords{soa: &dns.SOA{
-		Hdr:     dns.RR_Header{Name: zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: cfg.ttl},
-		Ns:      ns[0],
+		Hdr:     dns.RR_Header{Name: zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: soaTTL},
+		Ns:      nss[0].name,
 		Mbox:    mbox,
 		Serial:  serial,
-		Refresh: 7200,
-		Retry:   1800,
-		Expire:  86400,
-		Minttl:  cfg.ttl,
+		Refresh: cfg.soa.refresh,
+		Retry:   cfg.soa.retry,
+		Expire:  cfg.soa.expire,
+		Minttl:  cfg.soa.minimum,
 	}}
-	for _, n := range ns {
-		zr.ns = append(zr.ns, &dns.NS{Hdr: dns.RR_Header{Name: zone, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: cfg.ttl}, Ns: n})
+	for _, ns := range nss {
+		zr.ns = append(zr.ns, &dns.NS{Hdr: dns.RR_Header{Name: zone, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: cfg.nsTTL}, Ns: ns.name})
+		zr.glue = append(zr.glue, addressRecords(ns.name, dns.TypeA, cfg.nsTTL, ns.v4)...)
+		zr.glue = append(zr.glue, addressRecords(ns.name, dns.TypeAAAA, cfg.nsTTL, ns.v6)...)
 	}
 	return zr
 }
@@ -253,7 +282,32 @@ func dnsJoin(label, zone string) string {
 	return label + "." + zone
 }
 
-func serialNow() uint32 { return uint32(time.Now().Unix()) }
+// zoneSerial is the SOA serial: a hash of everything in the configuration
+// that the zone's answers are made of, and of a state generation (0 until
+// state is kept). So replicas with the same configuration and state agree,
+// and a restart does not change it. Zone transfers are refused, so no
+// secondary compares serials (RFC 1982 order): they only tell versions apart.
+func zoneSerial(cfg *config, stateGen uint64) uint32 {
+	h := fnv.New32a()
+	w := func(format string, a ...any) { fmt.Fprintf(h, format, a...) }
+	w("zones %v\n", cfg.zones)
+	for _, cl := range cfg.clusters {
+		w("cluster %s %v %v %d %d\n", cl.name, cl.v4, cl.v6, cl.priority, cl.weight)
+	}
+	for _, ap := range cfg.apps {
+		w("app %s %v\n", ap.name, ap.clusters)
+	}
+	w("policy %s ttl %d all_down %s unknown %t slow_start %s\n", cfg.policy, cfg.ttl, cfg.allDown, cfg.unknownUp, cfg.slowStart)
+	for _, ns := range cfg.nameservers {
+		w("ns %s %v %v\n", ns.name, ns.v4, ns.v6)
+	}
+	w("hostmaster %s soa %+v soa_ttl %d ns_ttl %d\n", cfg.hostmaster, cfg.soa, cfg.soaTTL, cfg.nsTTL)
+	w("state %d\n", stateGen)
+	if s := h.Sum32(); s != 0 {
+		return s
+	}
+	return 1
+}
 
 // The record builders below make fresh records for every reply: later
 // plugins (rewrite, loadbalance, cache) may change what we hand them.
@@ -272,6 +326,17 @@ func addressRecords(owner string, qtype uint16, ttl uint32, ips []net.IP) []dns.
 }
 
 func soaRecord(zr *zoneRecords) []dns.RR { return []dns.RR{dns.Copy(zr.soa)} }
+
+func glueRecords(zr *zoneRecords) []dns.RR {
+	if len(zr.glue) == 0 {
+		return nil
+	}
+	rrs := make([]dns.RR, len(zr.glue))
+	for i, rr := range zr.glue {
+		rrs[i] = dns.Copy(rr)
+	}
+	return rrs
+}
 
 func nsRecords(zr *zoneRecords, owner string) []dns.RR {
 	rrs := make([]dns.RR, len(zr.ns))

@@ -55,8 +55,11 @@ type config struct {
 	holddown    time.Duration
 	slowStart   time.Duration
 	peers       []string
-	nameservers []string // NS targets; default ns1.<zone>
-	hostmaster  string   // SOA mbox; default hostmaster.<zone>
+	nameservers []nameserver // NS targets; default ns1.<zone> of each zone, without address
+	hostmaster  string       // SOA mbox; default hostmaster.<zone>
+	soa         soaTimers
+	soaTTL      int64  // TTL of the SOA record; -1: the same as ttl
+	nsTTL       uint32 // TTL of the NS records and of the nameservers' addresses
 
 	fallthru fall.F // fallthrough zones
 }
@@ -73,6 +76,17 @@ type clusterConfig struct {
 	onDown   *hook
 	onUp     *hook
 }
+
+// nameserver is one `ns` name and the addresses it is answered with (and
+// given as glue): only names inside the block's zones take addresses.
+type nameserver struct {
+	name   string // lower case, fully qualified
+	v4, v6 []net.IP
+	line   int
+}
+
+// soaTimers are the SOA's REFRESH, RETRY, EXPIRE and MINIMUM, in seconds.
+type soaTimers struct{ refresh, retry, expire, minimum uint32 }
 
 // app is one owner name and the clusters that serve it.
 type app struct {
@@ -95,7 +109,16 @@ const (
 	defaultPriority  = 1
 	defaultWeight    = 100
 	maxTTL           = 86400
+	defaultNSTTL     = 3600
 )
+
+// defaultSOA: values Zonemaster accepts (refresh ≥ 4h, retry ≥ 1h and below
+// refresh, expire ≥ 1 week per RFC 1912, minimum 300 s to 1 day). There are
+// no secondaries (zone transfers are refused), so refresh, retry and expire
+// only matter to checkers. Negative answers are cached for the smaller of the
+// SOA's TTL (soa_ttl, default ttl) and minimum (RFC 2308), so by default a
+// NODATA lives as long as an answer does.
+var defaultSOA = soaTimers{refresh: 14400, retry: 3600, expire: 1209600, minimum: 300}
 
 func newConfig() *config {
 	return &config{
@@ -112,6 +135,9 @@ func newConfig() *config {
 		allDown:   allDownServeAll,
 		unknownUp: true,
 		readyWait: defaultReadyWait,
+		soa:       defaultSOA,
+		soaTTL:    -1,
+		nsTTL:     defaultNSTTL,
 	}
 }
 

@@ -8,7 +8,9 @@ import (
 	"crypto/tls"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/request"
@@ -51,6 +53,9 @@ func (h *HealthSwitch) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 	if zone == "" {
 		return plugin.NextOrFailure(h.Name(), h.Next, ctx, w, r)
 	}
+	if rcode, done := h.notQuery(state, zone); done {
+		return rcode, nil
+	}
 	snap := h.snap.Load()
 	e := snap.names[qname]
 	if e == nil {
@@ -60,7 +65,7 @@ func (h *HealthSwitch) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 		return h.negative(w, r, snap.zones[zone], dns.RcodeNameError)
 	}
 
-	var answer []dns.RR
+	var answer, extra []dns.RR
 	owner := state.QName()
 	switch state.QType() {
 	case dns.TypeA, dns.TypeAAAA:
@@ -70,6 +75,8 @@ func (h *HealthSwitch) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 				return rcode, nil
 			}
 			answer = addressRecords(owner, state.QType(), h.cfg.ttl, ips)
+		} else if e.ns != nil {
+			answer = addressRecords(owner, state.QType(), h.cfg.nsTTL, e.ns.addresses(state.QType()))
 		}
 	case dns.TypeSOA:
 		if e.apex {
@@ -78,6 +85,7 @@ func (h *HealthSwitch) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 	case dns.TypeNS:
 		if e.apex {
 			answer = nsRecords(snap.zones[zone], owner)
+			extra = glueRecords(snap.zones[zone])
 		}
 	}
 	if len(answer) == 0 {
@@ -90,9 +98,28 @@ func (h *HealthSwitch) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 	m := new(dns.Msg)
 	m.SetReply(r)
 	m.Authoritative = true
-	m.Answer = answer
+	m.Answer, m.Extra = answer, extra
 	w.WriteMsg(m)
 	return dns.RcodeSuccess, nil
+}
+
+// notQuery answers what is no plain query, as CoreDNS's file plugin does for
+// a zone it is the primary of: zone transfers are REFUSED, a NOTIFY is
+// dropped (there is no primary to transfer from), and other opcodes, which
+// reach plugins only when one asks for them, are not implemented.
+func (h *HealthSwitch) notQuery(state request.Request, zone string) (int, bool) {
+	switch state.Req.Opcode {
+	case dns.OpcodeQuery:
+	case dns.OpcodeNotify:
+		log.Debugf("Dropping notify from %s for %s: healthswitch zones have no primary", state.IP(), zone)
+		return dns.RcodeSuccess, true
+	default:
+		return dns.RcodeNotImplemented, true
+	}
+	if t := state.QType(); t == dns.TypeAXFR || t == dns.TypeIXFR {
+		return dns.RcodeRefused, true
+	}
+	return 0, false
 }
 
 // addresses applies the policy, or all_down when no cluster is up. A
@@ -121,3 +148,18 @@ func (h *HealthSwitch) negative(w dns.ResponseWriter, r *dns.Msg, zr *zoneRecord
 	w.WriteMsg(m)
 	return dns.RcodeSuccess, nil
 }
+
+// releaseParseMemory runs in OnStartup, once every plugin has parsed its
+// block: the Corefile's tokens are garbage by then, and with a large
+// configuration (10,000 names × 100 clusters is a million tokens) they are
+// most of the heap's peak. Go would hand that memory back to the system only
+// over minutes; a DNS server's RSS is what its limits are set from, so hand
+// it back at once: one garbage collection per Corefile load, however many
+// blocks have a healthswitch.
+func releaseParseMemory(gen uint64) {
+	if releasedGen.Swap(gen+1) != gen+1 {
+		debug.FreeOSMemory()
+	}
+}
+
+var releasedGen atomic.Uint64 // the last load released, plus one (0: none yet)

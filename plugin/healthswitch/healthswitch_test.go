@@ -80,8 +80,8 @@ func addrs(m *dns.Msg) []string {
 
 func TestServeDNSAnswers(t *testing.T) {
 	h := newTestHS(t, twoClusters)
-	soa1 := test.SOA("svc1.net. 7 IN SOA ns1.svc1.net. hostmaster.svc1.net. 0 7200 1800 86400 7")
-	soa2 := test.SOA("svc2.net. 7 IN SOA ns1.svc2.net. hostmaster.svc2.net. 0 7200 1800 86400 7")
+	soa1 := test.SOA("svc1.net. 7 IN SOA ns1.svc1.net. hostmaster.svc1.net. 0 14400 3600 1209600 300")
+	soa2 := test.SOA("svc2.net. 7 IN SOA ns1.svc2.net. hostmaster.svc2.net. 0 14400 3600 1209600 300")
 	tests := []test.Case{
 		{Qname: "svc1.net.", Qtype: dns.TypeA, Answer: []dns.RR{
 			test.A("svc1.net. 7 IN A 192.0.2.10"), test.A("svc1.net. 7 IN A 192.0.2.11"), test.A("svc1.net. 7 IN A 198.51.100.10")}},
@@ -98,7 +98,7 @@ func TestServeDNSAnswers(t *testing.T) {
 		{Qname: "svc2.net.", Qtype: dns.TypeA, Ns: []dns.RR{soa2}},       // apex exists, is no app here
 		{Qname: "b.svc2.net.", Qtype: dns.TypeA, Ns: []dns.RR{soa2}},     // empty non-terminal
 		{Qname: "svc2.net.", Qtype: dns.TypeSOA, Answer: []dns.RR{soa2}}, // apex SOA
-		{Qname: "svc2.net.", Qtype: dns.TypeNS, Answer: []dns.RR{test.NS("svc2.net. 7 IN NS ns1.svc2.net.")}},
+		{Qname: "svc2.net.", Qtype: dns.TypeNS, Answer: []dns.RR{test.NS("svc2.net. 3600 IN NS ns1.svc2.net.")}},
 		{Qname: "www.svc2.net.", Qtype: dns.TypeSOA, Ns: []dns.RR{soa2}}, // SOA only at the apex
 		{Qname: "nope.svc1.net.", Qtype: dns.TypeA, Rcode: dns.RcodeNameError, Ns: []dns.RR{soa1}},
 		{Qname: "x.www.svc2.net.", Qtype: dns.TypeAAAA, Rcode: dns.RcodeNameError, Ns: []dns.RR{soa2}},

@@ -30,6 +30,7 @@ func setup(c *caddy.Controller) error {
 	h := newHealthSwitch(cfg)
 
 	c.OnStartup(h.start)
+	c.OnStartup(func() error { releaseParseMemory(h.gen); return nil })
 	c.OnShutdown(h.stop)
 	c.OnRestart(h.onRestart)
 	c.OnRestartFailed(h.onRestartFailed)
@@ -125,16 +126,17 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 			cfg.peers = append(cfg.peers, strings.TrimSuffix(u.String(), "/"))
 		}
 	case "ns":
-		args := c.RemainingArgs()
-		if len(args) == 0 {
-			return c.ArgErr()
-		}
-		for _, a := range args {
-			if _, ok := dns.IsDomainName(a); !ok {
-				return c.Errf("ns: %q is not a domain name", a)
-			}
-			cfg.nameservers = append(cfg.nameservers, dns.Fqdn(strings.ToLower(a)))
-		}
+		return parseNS(c, cfg)
+	case "soa":
+		return parseSOA(c, cfg)
+	case "soa_ttl":
+		var n int
+		n, err = intArg(c, 0, maxTTL)
+		cfg.soaTTL = int64(n)
+	case "ns_ttl":
+		var n int
+		n, err = intArg(c, 0, maxTTL)
+		cfg.nsTTL = uint32(n)
 	case "hostmaster":
 		args := c.RemainingArgs()
 		if len(args) != 1 {
@@ -290,6 +292,9 @@ func finish(c *caddy.Controller, cfg *config) error {
 			}
 			cfg.apps = append(cfg.apps, app{name: z, zone: z, clusters: names})
 		}
+	}
+	if err := finishZone(c, cfg); err != nil {
+		return err
 	}
 	for _, cl := range cfg.clusters {
 		if cfg.detect == detectProbe && len(cl.probes) == 0 {

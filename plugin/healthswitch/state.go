@@ -136,7 +136,7 @@ type engine struct {
 }
 
 func newEngine(cfg *config) *engine {
-	e := &engine{cfg: cfg, now: time.Now, table: newNameTable(cfg, serialNow()), clusters: map[string]*clusterState{},
+	e := &engine{cfg: cfg, now: time.Now, table: newNameTable(cfg, zoneSerial(cfg, 0)), clusters: map[string]*clusterState{},
 		adminSeen: map[string]time.Time{}, subs: map[*subscription]struct{}{}, done: make(chan struct{}), send: newSender()}
 	now := e.now()
 	for _, cl := range cfg.clusters {
