@@ -18,24 +18,29 @@ import (
 // peerDouble is a test double of a peer's push API: it answers with code
 // and records the reports it accepted, by cluster.
 type peerDouble struct {
-	srv  *httptest.Server
-	code atomic.Int64
-	mu   sync.Mutex
-	got  map[string][]uint64 // cluster: sequences accepted, in order
-	hdrs []http.Header
+	srv   *httptest.Server
+	code  atomic.Int64
+	mu    sync.Mutex
+	got   map[string][]uint64 // cluster: sequences accepted, in order
+	tried map[string]uint64   // cluster: the newest sequence of any attempt, refused too
+	hdrs  []http.Header
 }
 
 func newPeerDouble(t *testing.T) *peerDouble {
-	p := &peerDouble{got: map[string][]uint64{}}
+	p := &peerDouble{got: map[string][]uint64{}, tried: map[string]uint64{}}
 	p.code.Store(http.StatusNoContent)
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		code := int(p.code.Load())
+		rep, err := report.Decode(b)
+		if err != nil {
+			t.Errorf("peer got a bad report: %v", err)
+			return
+		}
+		p.mu.Lock()
+		p.tried[rep.Cluster] = max(p.tried[rep.Cluster], rep.Sequence)
+		p.mu.Unlock()
 		if code/100 == 2 {
-			rep, err := report.Decode(b)
-			if err != nil {
-				t.Errorf("peer got a bad report: %v", err)
-			}
 			p.mu.Lock()
 			p.got[rep.Cluster] = append(p.got[rep.Cluster], rep.Sequence)
 			p.hdrs = append(p.hdrs, r.Header.Clone())
@@ -68,8 +73,12 @@ func TestDeadPeerGetsNewestReportPerCluster(t *testing.T) {
 			post(t, h, "/v1/report", body(t, "west", "b", seq, true), pushKey, time.Now())
 		}
 	}
-	testutil.WaitFor(t, 5*time.Second, "the dead peer retried", func() bool {
-		return h.status().Peers[0].Failures >= 2
+	// Wait until the newest report of each cluster has been tried: an
+	// attempt still in flight when the peer comes back then carries it.
+	testutil.WaitFor(t, 5*time.Second, "the dead peer tried the newest reports", func() bool {
+		peer.mu.Lock()
+		defer peer.mu.Unlock()
+		return peer.tried["east"] == 30 && peer.tried["west"] == 10 && h.status().Peers[0].Failures >= 2
 	})
 	if st := h.status().Peers[0]; st.Acknowledged || st.Code != 503 {
 		t.Errorf("peer status while dead: %+v", st)
