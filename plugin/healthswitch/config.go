@@ -59,6 +59,8 @@ type config struct {
 	hostmaster  string   // SOA mbox; default hostmaster.<zone>
 
 	fallthru fall.F // fallthrough zones
+
+	api apiConfig // push API access rule and limits (access.go)
 }
 
 type clusterConfig struct {
