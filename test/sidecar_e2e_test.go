@@ -35,9 +35,16 @@ func (c *checkedServer) kill() { c.srv.Close() }
 // startSidecarBinary runs the built sidecar for one cluster, checking url.
 func startSidecarBinary(t *testing.T, bin, cluster, key, api, url string) {
 	t.Helper()
+	startSidecarOn(t, bin, cluster, key, api, url, "127.0.0.1:0")
+}
+
+// startSidecarOn is startSidecarBinary with its own API (/status, /metrics)
+// on listen.
+func startSidecarOn(t *testing.T, bin, cluster, key, api, url, listen string) {
+	t.Helper()
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "k.key"), []byte(key+"\n"), 0o600)
-	cfg := fmt.Sprintf("cluster: %s\nkey_file: k.key\nreport_to: [%s]\nlisten: 127.0.0.1:0\nchecks:\n  - {name: web, http: {url: '%s'}}\n", cluster, api, url)
+	cfg := fmt.Sprintf("cluster: %s\nkey_file: k.key\nreport_to: [%s]\nlisten: %s\nchecks:\n  - {name: web, http: {url: '%s'}}\n", cluster, api, listen, url)
 	path := filepath.Join(dir, "sidecar.yaml")
 	os.WriteFile(path, []byte(cfg), 0o600)
 	var log bytes.Buffer

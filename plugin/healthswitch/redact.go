@@ -63,7 +63,9 @@ func redactQuery(q string) string {
 }
 
 var (
-	urlInText = regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.\-]*://[^\s"'<>` + "`" + `]+`)
+	urlInText = regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.\-]*://[^\s"'<>|` + "`" + `]+`)
+	// scheme://user:password@ where the rest does not parse as a URL.
+	userinfoInText = regexp.MustCompile(`(://[^/@:\s]*):[^@/\s]+@`)
 	// key=value as in a key/value DSN (password=... host=...) or a log line.
 	pairInText = regexp.MustCompile(`([A-Za-z0-9_.\-]+)=("[^"]*"|'[^']*'|[^\s&;,"']+)`)
 	// user:password@tcp(host) as in a MySQL DSN.
@@ -88,5 +90,6 @@ func redactPairs(s string) string {
 		return m
 	})
 	s = dsnInText.ReplaceAllString(s, "${1}:"+redacted+"@${2}(")
+	s = userinfoInText.ReplaceAllString(s, "${1}:"+redacted+"@")
 	return bearer.ReplaceAllString(s, "${1} "+redacted)
 }
