@@ -332,8 +332,10 @@ func TestHostileConnectionsDoNotStarveReports(t *testing.T) {
 	waitFor(t, 3*time.Second, "east back in the answer under load", func() bool { return answerSet(s.dns, "svc1.net.") == both })
 	stopLoad()
 
-	after := scrape(t, s.metrics)
+	// The sidecars first: a push counts at the plugin before it does at its
+	// sidecar.
 	ok, failed := sidecarPushes("ok")-okBefore, sidecarFailed()-failedBefore
+	after := scrape(t, s.metrics)
 	delta := func(name string, match ...string) float64 {
 		return metricSum(after, name, match...) - metricSum(before, name, match...)
 	}
@@ -355,7 +357,8 @@ func TestHostileConnectionsDoNotStarveReports(t *testing.T) {
 			t.Errorf("the plugin refused %.0f requests for %s", n, r)
 		}
 	}
-	if accepted < ok {
+	// A push in flight at the first scrapes may count on one side only.
+	if accepted < ok-2 {
 		t.Errorf("plugin accepted %.0f reports, the sidecars saw %.0f accepted", accepted, ok)
 	}
 	// The load was what it claims: slow headers and slow bodies were cut,
