@@ -429,28 +429,32 @@ func BenchmarkReportLatencyHostile(b *testing.B) {
 	apiPort := freePort(b)
 	s := realCoreDNSOn(b, hostileBenchCorefile(b), apiPort)
 	var seq uint64
-	paced := func(n int) []time.Duration {
+	// paced also returns the CPU coredns used meanwhile, in % of one core.
+	paced := func(n int) ([]time.Duration, float64) {
 		// A heartbeat's pace, not a flood.
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
+		ticks, start := cpuTicks(b, s.cmd.Process.Pid), time.Now()
 		var lat []time.Duration
 		for range n {
 			<-tick.C
 			lat = append(lat, reportLatencies(b, s.api, &seq, 1)...)
 		}
-		return lat
+		return lat, float64(cpuTicks(b, s.cmd.Process.Pid)-ticks) / 100 / time.Since(start).Seconds() * 100
 	}
 	for range b.N {
-		base := paced(400)
+		base, cpuAlone := paced(400)
 		stop := startHostileProcess(b, fmt.Sprintf("127.0.0.1:%d", apiPort), 1200, 50)
 		waitFor(b, 10*time.Second, "1,000 hostile connections open", func() bool {
 			return metricSum(scrape(b, s.metrics), "coredns_healthswitch_api_connections_open") >= 1000
 		})
-		loaded := paced(400)
+		loaded, cpuHostile := paced(400)
 		stop()
 		b.ReportMetric(percentile(base, 0.5), "p50-ms-alone")
 		b.ReportMetric(percentile(base, 0.99), "p99-ms-alone")
 		b.ReportMetric(percentile(loaded, 0.5), "p50-ms-hostile")
 		b.ReportMetric(percentile(loaded, 0.99), "p99-ms-hostile")
+		b.ReportMetric(cpuAlone, "coredns-cpu-%-alone")
+		b.ReportMetric(cpuHostile, "coredns-cpu-%-hostile")
 	}
 }
