@@ -65,7 +65,14 @@ type connGuard struct {
 	mu       sync.Mutex
 	bySource map[string]int
 	conns    map[*guardedConn]struct{}
+	verified map[string]time.Time // source address -> when it last sent a verified request
 }
+
+// trustedFor is how long a source that sent a verified request is exempt
+// from the per-source limits: a peer forwarding for many clusters at once,
+// or sidecars behind one NAT address, are not held to one client's share.
+// The global cap still evicts unverified connections first.
+const trustedFor = 10 * time.Minute
 
 type guardedConn struct {
 	net.Conn
@@ -80,7 +87,7 @@ type guardedConn struct {
 
 func newConnGuard(ln net.Listener, api apiConfig) *connGuard {
 	maxConns, perSource, _ := api.limits()
-	return &connGuard{Listener: ln, maxConns: maxConns, perSource: perSource, bySource: map[string]int{}, conns: map[*guardedConn]struct{}{}}
+	return &connGuard{Listener: ln, maxConns: maxConns, perSource: perSource, bySource: map[string]int{}, conns: map[*guardedConn]struct{}{}, verified: map[string]time.Time{}}
 }
 
 func (g *connGuard) Accept() (net.Conn, error) {
@@ -91,7 +98,7 @@ func (g *connGuard) Accept() (net.Conn, error) {
 		}
 		src := sourceOf(c.RemoteAddr().String())
 		g.mu.Lock()
-		if g.bySource[src] >= g.perSource {
+		if g.bySource[src] >= g.perSource && !g.trustedLocked(src) {
 			g.mu.Unlock()
 			c.Close()
 			apiConnsDropped.WithLabelValues("per_source").Inc()
@@ -120,6 +127,23 @@ func (g *connGuard) Accept() (net.Conn, error) {
 		}
 		return gc, nil
 	}
+}
+
+// trustedLocked reports whether src sent a verified request lately.
+// Called with mu held.
+func (g *connGuard) trustedLocked(src string) bool {
+	at, ok := g.verified[src]
+	if ok && time.Since(at) > trustedFor {
+		delete(g.verified, src)
+		return false
+	}
+	return ok
+}
+
+func (g *connGuard) trusted(src string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.trustedLocked(src)
 }
 
 // oldestUntrusted picks the connection to evict. Called with mu held.
@@ -194,11 +218,26 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 }
 
 // trust marks the request's connection as having carried a verified
-// request: it is never evicted to make room.
+// request: it is never evicted to make room, and its source address is
+// exempt from the per-source limits for trustedFor.
 func trust(ctx context.Context) {
 	if gc, ok := ctx.Value(connKey{}).(*guardedConn); ok {
 		gc.trusted.Store(true)
+		gc.g.mu.Lock()
+		if len(gc.g.verified) < gc.g.maxConns { // bounded: at most one entry per possible connection
+			gc.g.verified[gc.src] = time.Now()
+		} else if _, ok := gc.g.verified[gc.src]; ok {
+			gc.g.verified[gc.src] = time.Now()
+		}
+		gc.g.mu.Unlock()
 	}
+}
+
+// trustedSource reports whether the request comes from a source address
+// that sent a verified request lately.
+func trustedSource(ctx context.Context) bool {
+	gc, ok := ctx.Value(connKey{}).(*guardedConn)
+	return ok && gc.g.trusted(gc.src)
 }
 
 // apiGate is an instance's request admission: the bodies in flight per
@@ -254,12 +293,15 @@ func (h *HealthSwitch) admit(w http.ResponseWriter, r *http.Request) (func(), *a
 	case r.ContentLength > report.MaxBodySize:
 		return nil, reject(http.StatusRequestEntityTooLarge, "too_large", "body over %d bytes", report.MaxBodySize)
 	}
+	// Not supported by test recorders; the server's ReadTimeout backs it up.
+	http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyDeadline(r.ContentLength)))
+	if trustedSource(r.Context()) {
+		return func() {}, nil
+	}
 	src := sourceOf(r.RemoteAddr)
 	if !h.gate.inflight.acquire(src) {
 		return nil, reject(http.StatusTooManyRequests, "per_source", "too many requests in flight from %s", src)
 	}
-	// Not supported by test recorders; the server's ReadTimeout backs it up.
-	http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyDeadline(r.ContentLength)))
 	return func() { h.gate.inflight.release(src) }, nil
 }
 

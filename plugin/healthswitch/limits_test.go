@@ -199,3 +199,33 @@ func TestEvictsUnverifiedConnections(t *testing.T) {
 		t.Errorf("report on the verified connection after evictions: %d", code)
 	}
 }
+
+// A source that sent a verified request is exempt from the per-source
+// limits: a peer forwarding for many clusters at once is not one client.
+func TestVerifiedSourceExemptFromPerSourceLimits(t *testing.T) {
+	h := newPushHS(t, "limits 100 2 1")
+	addr := guarded(t, h)
+	c := dialFrom(t, "127.0.0.5", addr)
+	b := body(t, "east", "b1", 1, true)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/report", bytes.NewReader(b))
+	report.SignRequest(req, pushKey, time.Now(), b)
+	req.Write(c)
+	if code := statusOf(t, c, 2*time.Second); code != 204 {
+		t.Fatalf("verified report: %d", code)
+	}
+	var open []net.Conn
+	for range 4 {
+		open = append(open, dialFrom(t, "127.0.0.5", addr))
+	}
+	for i, oc := range open {
+		if closedSoon(oc, 200*time.Millisecond) {
+			t.Errorf("connection %d of a verified source was closed", i+3)
+		}
+	}
+	// An unverified source is held to PER_SOURCE.
+	dialFrom(t, "127.0.0.6", addr)
+	dialFrom(t, "127.0.0.6", addr)
+	if !closedSoon(dialFrom(t, "127.0.0.6", addr), time.Second) {
+		t.Error("a third connection of an unverified source was kept")
+	}
+}
