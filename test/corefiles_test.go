@@ -23,7 +23,8 @@ import (
 
 var (
 	reURL      = regexp.MustCompile(`\b(https?|tcp)://[^/\s]+`)
-	reKeyFile  = regexp.MustCompile(`(key_file|admin_key_file)\s+\S+`)
+	reKeyFile  = regexp.MustCompile(`(key_file|admin_key_file)\s+\S+`) // read_key_file too
+	reTLS      = regexp.MustCompile(`(?m)^(\s*tls)\s+\S+\s+\S+`)
 	reZoneFile = regexp.MustCompile(`(?m)^(\s*file)\s+\S+`)
 	reAddrLine = regexp.MustCompile(`(?m)^(\s*(?:listen|prometheus|health|ready))\s+\S+`)
 	reBlockKey = regexp.MustCompile(`(?m)^([^\s#{}][^{]*)\{`)
@@ -43,6 +44,10 @@ func localize(t *testing.T, corefile string) string {
 	s := reURL.ReplaceAllString(corefile, "$1://127.0.0.1:1")
 	s = reKeyFile.ReplaceAllString(s, "$1 "+key)
 	s = reZoneFile.ReplaceAllString(s, "$1 "+zone)
+	if reTLS.MatchString(s) {
+		cert, certKey, _ := selfSigned(t)
+		s = reTLS.ReplaceAllString(s, "$1 "+cert+" "+certKey)
+	}
 	s = reAddrLine.ReplaceAllString(s, "$1 127.0.0.1:0")
 	// The default listen address may be taken here; a later listen line wins.
 	s = strings.ReplaceAll(s, "healthswitch {", "healthswitch {\n        listen 127.0.0.1:0")

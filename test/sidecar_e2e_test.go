@@ -35,16 +35,30 @@ func (c *checkedServer) kill() { c.srv.Close() }
 // startSidecarBinary runs the built sidecar for one cluster, checking url.
 func startSidecarBinary(t *testing.T, bin, cluster, key, api, url string) {
 	t.Helper()
-	startSidecarChecks(t, bin, cluster, key, api, fmt.Sprintf("  - {name: web, http: {url: '%s'}}\n", url))
+	startSidecarChecksOn(t, bin, cluster, key, api, fmt.Sprintf("  - {name: web, http: {url: '%s'}}\n", url), "127.0.0.1:0")
+}
+
+// startSidecarOn is startSidecarBinary with its own API (/status, /metrics)
+// on listen.
+func startSidecarOn(t *testing.T, bin, cluster, key, api, url, listen string) {
+	t.Helper()
+	startSidecarChecksOn(t, bin, cluster, key, api, fmt.Sprintf("  - {name: web, http: {url: '%s'}}\n", url), listen)
 }
 
 // startSidecarChecks runs the built sidecar for one cluster with the YAML
 // list of checks given.
 func startSidecarChecks(t testing.TB, bin, cluster, key, api, checks string) {
 	t.Helper()
+	startSidecarChecksOn(t, bin, cluster, key, api, checks, "127.0.0.1:0")
+}
+
+// startSidecarChecksOn is startSidecarChecks with the sidecar's own API on
+// listen.
+func startSidecarChecksOn(t testing.TB, bin, cluster, key, api, checks, listen string) {
+	t.Helper()
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "k.key"), []byte(key+"\n"), 0o600)
-	cfg := fmt.Sprintf("cluster: %s\nkey_file: k.key\nreport_to: [%s]\nlisten: 127.0.0.1:0\nchecks:\n%s", cluster, api, checks)
+	cfg := fmt.Sprintf("cluster: %s\nkey_file: k.key\nreport_to: [%s]\nlisten: %s\nchecks:\n%s", cluster, api, listen, checks)
 	path := filepath.Join(dir, "sidecar.yaml")
 	os.WriteFile(path, []byte(cfg), 0o600)
 	var log bytes.Buffer

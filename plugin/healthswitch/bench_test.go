@@ -88,7 +88,7 @@ func BenchmarkIngest(b *testing.B) {
 		hdr.Set(report.HeaderTimestamp, ts)
 		hdr.Set(report.HeaderSignature, sig)
 		start := time.Now()
-		if aerr := h.ingest(body, hdr, start); aerr != nil {
+		if aerr := h.ingest(context.Background(), body, hdr, start); aerr != nil {
 			b.Fatal(aerr)
 		}
 		lat += time.Since(start)

@@ -62,6 +62,8 @@ type config struct {
 	nsTTL       uint32 // TTL of the NS records and of the nameservers' addresses
 
 	fallthru fall.F // fallthrough zones
+
+	api apiConfig // push API access rule and limits (access.go)
 }
 
 type clusterConfig struct {

@@ -27,6 +27,7 @@ type HealthSwitch struct {
 	*engine
 
 	api            http.Handler
+	gate           *apiGate // push API admission (limits.go)
 	allDownAnswers prometheus.Counter
 	gen            uint64 // the Corefile load this instance belongs to
 	listener       *sharedListener

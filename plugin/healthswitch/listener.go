@@ -5,10 +5,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
+
+	"github.com/healthswitch/healthswitch/report"
 )
 
 // The push API listener outlives plugin instances. A Corefile reload starts
@@ -23,9 +27,6 @@ type sharedListener struct {
 	current   atomic.Pointer[HealthSwitch]
 	owners    map[*HealthSwitch]bool
 }
-
-// maxInFlight bounds concurrent push API requests; more get 503 at once.
-const maxInFlight = 64
 
 func (sl *sharedListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := sl.current.Load()
@@ -42,10 +43,11 @@ func (h *HealthSwitch) startListener() error {
 	registry.Lock()
 	defer registry.Unlock()
 	registry.started[h] = true
+	warnExposure(h.cfg)
 	sl := registry.listeners[h.cfg.listen]
 	if sl == nil {
 		var err error
-		if sl, err = listen(h.cfg.listen, h.tlsConfig); err != nil {
+		if sl, err = listen(h.cfg.listen, h.tlsConfig, h.cfg.api); err != nil {
 			return err
 		}
 		registry.listeners[h.cfg.listen] = sl
@@ -61,20 +63,27 @@ func (h *HealthSwitch) startListener() error {
 	return nil
 }
 
-func listen(addr string, tlsCfg *tls.Config) (*sharedListener, error) {
+// listen binds addr behind the connection guard (limits.go). The limits
+// are those of the instance that binds; a reload keeps the bound listener.
+func listen(addr string, tlsCfg *tls.Config, api apiConfig) (*sharedListener, error) {
 	// A plain bind, without SO_REUSEPORT, so a real conflict fails loudly.
-	ln, err := net.Listen("tcp", addr)
+	raw, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("push API: %w", err)
 	}
-	sl := &sharedListener{addr: addr, boundAddr: ln.Addr().String(), ln: ln, owners: map[*HealthSwitch]bool{}}
+	var ln net.Listener = newConnGuard(raw, api)
+	sl := &sharedListener{addr: addr, boundAddr: raw.Addr().String(), ln: raw, owners: map[*HealthSwitch]bool{}}
 	sl.srv = &http.Server{
 		Handler:           sl,
-		ReadHeaderTimeout: 2 * time.Second,
-		ReadTimeout:       5 * time.Second,
-		WriteTimeout:      5 * time.Second,
-		IdleTimeout:       90 * time.Second,
-		MaxHeaderBytes:    16 << 10,
+		ReadHeaderTimeout: headerTimeout,
+		// Each body gets its own deadline (admit); this only backs it up.
+		ReadTimeout:    headerTimeout + bodyDeadline(report.MaxBodySize),
+		WriteTimeout:   5 * time.Second,
+		IdleTimeout:    90 * time.Second,
+		MaxHeaderBytes: 16 << 10,
+		ConnContext:    connContext,
+		ConnState:      connState,
+		ErrorLog:       stdlog.New(io.Discard, "", 0), // hostile clients would fill the log
 	}
 	if tlsCfg != nil {
 		ln = tls.NewListener(ln, tlsCfg)

@@ -168,7 +168,7 @@ func TestListenConflict(t *testing.T) {
 	if err := b.start(); err == nil || !strings.Contains(err.Error(), "already used") {
 		t.Errorf("second block on one address: %v", err)
 	}
-	if _, err := listen("256.0.0.1:1", nil); err == nil {
+	if _, err := listen("256.0.0.1:1", nil, apiConfig{}); err == nil {
 		t.Error("bad address bound")
 	}
 }
@@ -177,7 +177,7 @@ func TestListenConflict(t *testing.T) {
 func TestListenerWithoutInstance(t *testing.T) {
 	sl := &sharedListener{}
 	rec := httptest.NewRecorder()
-	sl.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/status", nil))
+	sl.ServeHTTP(rec, localRequest("/v1/status"))
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("status %d", rec.Code)
 	}

@@ -65,3 +65,15 @@ var (
 		Help: "Notify webhooks and peer forwards sent, by kind and result.",
 	}, []string{"kind", "result"})
 )
+
+// Push API hardening (limits.go, access.go).
+var (
+	apiConnsDropped = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "api_connections_dropped_total",
+		Help: "Push API connections closed before or instead of serving a request, by reason: per_source (over the per-address connection limit), evicted (an unauthenticated connection closed to make room at max_connections), full (max_connections reached, nothing to evict), slow_headers (no complete request header in time), no_request (closed without a request: garbage or the client left).",
+	}, []string{"reason"})
+	apiConnsOpen = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "api_connections_open",
+		Help: "Push API connections open now.",
+	})
+)

@@ -28,9 +28,9 @@ func newSender() *sender.Sender {
 		Dropped: func(key string, _ *sender.Message) { notifications.WithLabelValues(keyKind(key), "dropped").Inc() },
 		Log: func(key, msg string, err error) {
 			if err != nil {
-				log.Warningf("%s: %s: %v", key, msg, err)
+				log.Warningf("%s: %s: %s", redactText(key), msg, redactText(err.Error()))
 			} else {
-				log.Infof("%s: %s", key, msg)
+				log.Infof("%s: %s", redactText(key), msg)
 			}
 		},
 	})
@@ -65,7 +65,7 @@ type outboxStatus struct {
 // outboxStatusOf merges the results of a destination's keys: the latest
 // attempt says whether it is acknowledged now.
 func outboxStatusOf(s *sender.Sender, url string, keys ...string) outboxStatus {
-	st := outboxStatus{URL: url}
+	st := outboxStatus{URL: redactURL(url)}
 	for _, k := range keys {
 		r, ok := s.Status(k)
 		if !ok {
@@ -80,5 +80,6 @@ func outboxStatusOf(s *sender.Sender, url string, keys ...string) outboxStatus {
 		st.Failures += r.Failures
 		st.Dropped += r.Dropped
 	}
+	st.LastErr = redactText(st.LastErr)
 	return st
 }

@@ -20,7 +20,7 @@ type probeURL struct {
 // probeTarget is one active probe of a cluster's ingress. Its fields past
 // the config are guarded by engine.mu.
 type probeTarget struct {
-	url     string
+	url     string // as shown: redacted
 	counter *hysteresis.Counter
 
 	lastOK    bool
@@ -34,7 +34,7 @@ func (e *engine) startProbes() {
 	for _, cs := range e.clusters {
 		cs.probes = cs.probes[:0]
 		for _, pu := range cs.cfg.probes {
-			pt := &probeTarget{url: pu.raw, counter: hysteresis.New(e.cfg.fall, e.cfg.rise)}
+			pt := &probeTarget{url: redactURL(pu.raw), counter: hysteresis.New(e.cfg.fall, e.cfg.rise)}
 			cs.probes = append(cs.probes, pt)
 			go e.probeLoop(cs, pt, newProber(pu, e.cfg.timeout, e.cfg.interval))
 		}

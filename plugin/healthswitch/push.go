@@ -1,13 +1,14 @@
 package healthswitch
 
 import (
-	"bytes"
+	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/healthswitch/healthswitch/report"
@@ -28,21 +29,21 @@ func reject(status int, reason, format string, args ...any) *apiError {
 }
 
 func (h *HealthSwitch) routes() http.Handler {
+	h.gate = newAPIGate(h.cfg.api)
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/report", h.handleReport)
-	mux.HandleFunc("GET /v1/status", h.handleStatus)
-	mux.HandleFunc("GET /v1/events", h.handleEvents)
+	mux.HandleFunc("GET /v1/status", h.readable(h.handleStatus))
+	mux.HandleFunc("GET /v1/events", h.readable(h.handleEvents))
 	mux.HandleFunc("POST /v1/clusters/{name}/drain", h.handleDrain(true))
 	mux.HandleFunc("POST /v1/clusters/{name}/undrain", h.handleDrain(false))
-	sem := make(chan struct{}, maxInFlight)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case sem <- struct{}{}:
-			defer func() { <-sem }()
-			mux.ServeHTTP(w, r)
-		default:
-			writeError(w, reject(http.StatusServiceUnavailable, "busy", "too many requests in flight"))
+		done, aerr := h.admit(w, r)
+		if aerr != nil {
+			writeError(w, aerr)
+			return
 		}
+		defer done()
+		mux.ServeHTTP(w, r)
 	})
 }
 
@@ -59,23 +60,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc.Encode(v)
 }
 
-// readBody reads at most report.MaxBodySize bytes.
-func readBody(r *http.Request) ([]byte, *apiError) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, report.MaxBodySize+1))
-	if err != nil {
-		return nil, reject(http.StatusBadRequest, "read", "reading body: %v", err)
-	}
-	if len(body) > report.MaxBodySize {
-		return nil, reject(http.StatusRequestEntityTooLarge, "too_large", "body over %d bytes", report.MaxBodySize)
-	}
-	return body, nil
-}
-
 func (h *HealthSwitch) handleReport(w http.ResponseWriter, r *http.Request) {
-	received := h.engine.now()
-	body, aerr := readBody(r)
+	body, aerr := readBody(w, r)
 	if aerr == nil {
-		aerr = h.ingest(body, r.Header, received)
+		aerr = h.ingest(r.Context(), body, r.Header, h.engine.now())
 	}
 	if aerr != nil {
 		writeError(w, aerr)
@@ -85,10 +73,13 @@ func (h *HealthSwitch) handleReport(w http.ResponseWriter, r *http.Request) {
 }
 
 // ingest verifies and applies one report. Nothing changes unless it is
-// accepted.
-func (h *HealthSwitch) ingest(body []byte, hdr http.Header, received time.Time) *apiError {
-	rep, err := report.Decode(body)
-	if err != nil {
+// accepted. Only a verified report waits for an apply slot.
+func (h *HealthSwitch) ingest(ctx context.Context, body []byte, hdr http.Header, received time.Time) *apiError {
+	var rep report.Report
+	if err := decodeStrict(body, &rep); err != nil {
+		return reject(http.StatusBadRequest, "malformed", "%v: %v", report.ErrMalformed, err)
+	}
+	if err := rep.Validate(); err != nil {
 		return reject(http.StatusBadRequest, "malformed", "%v", err)
 	}
 	cl := h.cfg.cluster(rep.Cluster)
@@ -103,6 +94,17 @@ func (h *HealthSwitch) ingest(body []byte, hdr http.Header, received time.Time) 
 	if err != nil {
 		return signatureError(err)
 	}
+	trust(ctx)
+	// What a sidecar writes in a check's detail is shown in /v1/status,
+	// events and logs: no credential of the cluster's may travel there.
+	for i := range rep.Checks {
+		rep.Checks[i].Detail = redactText(rep.Checks[i].Detail)
+	}
+	release, aerr := h.applySlot(ctx)
+	if aerr != nil {
+		return aerr
+	}
+	defer release()
 	forwarded := hdr.Get(report.HeaderForwarded) != ""
 	if err := h.engine.applyReport(&rep, signedAt, received); err != nil {
 		return engineError(err)
@@ -150,17 +152,17 @@ func (h *HealthSwitch) handleDrain(drain bool) http.HandlerFunc {
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
-		body, aerr := readBody(r)
+		body, aerr := readBody(w, r)
+		var signedAt time.Time
 		if aerr == nil {
-			aerr = h.authorizeAdmin(body, r.Header)
+			signedAt, aerr = h.authorizeAdmin(body, r.Header)
 		}
 		if aerr == nil {
+			trust(r.Context())
 			aerr = checkAdminBody(body, action, name)
 		}
 		if aerr == nil {
-			if err := h.engine.drain(name, drain, r.Header.Get(report.HeaderSignature), 2*h.cfg.skew); err != nil {
-				aerr = engineError(err)
-			}
+			aerr = h.applyDrain(r.Context(), name, drain, r.Header.Get(report.HeaderSignature), signedAt)
 		}
 		if aerr != nil {
 			writeError(w, aerr)
@@ -173,24 +175,46 @@ func (h *HealthSwitch) handleDrain(drain bool) http.HandlerFunc {
 	}
 }
 
-func checkAdminBody(body []byte, action, cluster string) *apiError {
-	var req adminRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || req.Action != action || req.Cluster != cluster {
-		return reject(http.StatusBadRequest, "malformed",
-			`body must be {"action":%q,"cluster":%q} with an optional "reason", matching the path`, action, cluster)
+// applyDrain applies a verified operator request once: its signature is
+// compared as the bytes it decodes to (hex in any case is the same
+// request), and it must be signed after the last one applied to the
+// cluster (the operator fence).
+func (h *HealthSwitch) applyDrain(ctx context.Context, name string, drain bool, sig string, signedAt time.Time) *apiError {
+	release, aerr := h.applySlot(ctx)
+	if aerr != nil {
+		return aerr
+	}
+	defer release()
+	if err := h.engine.drain(name, drain, canonicalSig(sig), signedAt, 2*h.cfg.skew); err != nil {
+		return engineError(err)
 	}
 	return nil
 }
 
-// authorizeAdmin checks a request signed like a report, with the admin key.
-func (h *HealthSwitch) authorizeAdmin(body []byte, hdr http.Header) *apiError {
-	if len(h.cfg.adminKeys) == 0 {
-		return reject(http.StatusForbidden, "no_admin_key", "operator actions need admin_key_file in the Corefile")
-	}
-	if _, err := report.VerifyAnyAt(h.cfg.adminKeys, hdr.Get(report.HeaderTimestamp), hdr.Get(report.HeaderSignature), body, h.engine.now(), h.cfg.skew); err != nil {
-		return signatureError(err)
+// canonicalSig is a verified signature header as the bytes it stands for.
+func canonicalSig(sig string) string {
+	b, _ := hex.DecodeString(strings.TrimPrefix(sig, "v1="))
+	return string(b)
+}
+
+func checkAdminBody(body []byte, action, cluster string) *apiError {
+	var req adminRequest
+	if err := decodeStrict(body, &req); err != nil || req.Action != action || req.Cluster != cluster {
+		return reject(http.StatusBadRequest, "malformed",
+			`body must be exactly {"action":%q,"cluster":%q} with an optional "reason", matching the path`, action, cluster)
 	}
 	return nil
+}
+
+// authorizeAdmin checks a request signed like a report, with the admin key,
+// and returns when it was signed.
+func (h *HealthSwitch) authorizeAdmin(body []byte, hdr http.Header) (time.Time, *apiError) {
+	if len(h.cfg.adminKeys) == 0 {
+		return time.Time{}, reject(http.StatusForbidden, "no_admin_key", "operator actions need admin_key_file in the Corefile")
+	}
+	at, err := report.VerifyAnyAt(h.cfg.adminKeys, hdr.Get(report.HeaderTimestamp), hdr.Get(report.HeaderSignature), body, h.engine.now(), h.cfg.skew)
+	if err != nil {
+		return time.Time{}, signatureError(err)
+	}
+	return at, nil
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -76,7 +75,7 @@ func TestReportAcceptedAndApplied(t *testing.T) {
 		t.Fatalf("east %s after a healthy report", s)
 	}
 	// The events show both transitions with their times.
-	req := httptest.NewRequest(http.MethodGet, "/v1/events", nil)
+	req := localRequest("/v1/events")
 	rec := httptest.NewRecorder()
 	h.api.ServeHTTP(rec, req)
 	var ev struct{ Events []Event }
@@ -325,7 +324,7 @@ func TestEventsSince(t *testing.T) {
 	post(t, h, "/v1/report", body(t, "east", "b", 2, true), pushKey, time.Now())
 	get := func(q string) (int, []Event) {
 		rec := httptest.NewRecorder()
-		h.api.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/events"+q, nil))
+		h.api.ServeHTTP(rec, localRequest("/v1/events"+q))
 		var ev struct{ Events []Event }
 		json.Unmarshal(rec.Body.Bytes(), &ev)
 		return rec.Code, ev.Events
@@ -343,41 +342,4 @@ func TestEventsSince(t *testing.T) {
 	if code, _ := get("?since=yesterday"); code != 400 {
 		t.Errorf("bad since: %d", code)
 	}
-}
-
-// Requests past the in-flight bound are refused at once, not queued.
-func TestInFlightBound(t *testing.T) {
-	h := newPushHS(t, "")
-	srv := httptest.NewServer(h.api)
-	defer srv.Close()
-	addr := strings.TrimPrefix(srv.URL, "http://")
-	// Each of these holds a slot: it promised a body it never finishes.
-	var held []net.Conn
-	defer func() {
-		for _, c := range held {
-			c.Close()
-		}
-	}()
-	for range maxInFlight {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, c)
-		fmt.Fprintf(c, "POST /v1/report HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
-	}
-	status := func() int {
-		resp, err := http.Get(srv.URL + "/v1/status")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-	testutil.WaitFor(t, 5*time.Second, fmt.Sprintf("503 with %d requests in flight", maxInFlight), func() bool { return status() == http.StatusServiceUnavailable })
-	for _, c := range held {
-		c.Close()
-	}
-	held = nil
-	testutil.WaitFor(t, 5*time.Second, "served again after the slow requests went away", func() bool { return status() == http.StatusOK })
 }

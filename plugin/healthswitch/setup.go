@@ -119,6 +119,8 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 		cfg.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	case "admin_key_file":
 		cfg.adminKeys, err = keyArgs(c)
+	case "read_key_file", "status_public", "limits":
+		return parseAPIAccess(c, cfg)
 	case "peers":
 		var urls []*url.URL
 		urls, err = urlArgs(c, "http", "https")
@@ -316,6 +318,38 @@ func finish(c *caddy.Controller, cfg *config) error {
 		return c.Err("policy weighted needs at least one cluster with a weight above 0")
 	}
 	return nil
+}
+
+// parseAPIAccess reads the push API's access and limit sub-directives
+// (access.go, limits.go).
+func parseAPIAccess(c *caddy.Controller, cfg *config) error {
+	var err error
+	switch c.Val() {
+	case "read_key_file":
+		cfg.api.readKeys, err = keyArgs(c)
+	case "status_public":
+		if c.NextArg() {
+			return c.ArgErr()
+		}
+		cfg.api.statusPublic = true
+	case "limits":
+		// limits MAX_CONNECTIONS PER_SOURCE [PER_SOURCE_REQUESTS]
+		args := c.RemainingArgs()
+		if len(args) < 2 || len(args) > 3 {
+			return c.Errf("limits needs MAX_CONNECTIONS PER_SOURCE [PER_SOURCE_REQUESTS], e.g. limits %d %d %d", defaultMaxConns, defaultPerSource, defaultPerSourceReq)
+		}
+		var n [3]int
+		for i, a := range args {
+			if n[i], err = strconv.Atoi(a); err != nil || n[i] < 1 || n[i] > 1_000_000 {
+				return c.Errf("limits: %q is not a number from 1 to 1000000", a)
+			}
+		}
+		if n[1] > n[0] {
+			return c.Errf("limits: PER_SOURCE %d is above MAX_CONNECTIONS %d", n[1], n[0])
+		}
+		cfg.api.maxConns, cfg.api.perSource, cfg.api.perSourceReq = n[0], n[1], n[2]
+	}
+	return err
 }
 
 func oneOf(c *caddy.Controller, choices ...string) (string, error) {

@@ -77,6 +77,11 @@ type decision struct {
 	drained  bool // by the operator
 	signaled bool // had a first signal of any kind (for ready)
 	disagree bool // sidecar and probe disagree now
+
+	// operatorFence is when the last applied operator request (drain,
+	// undrain) for this cluster was signed: a request must be signed
+	// later to apply. Plain state, so a store can keep it.
+	operatorFence time.Time
 }
 
 // sidecarSignal is the pushed signal and its replay fence.

@@ -129,7 +129,7 @@ func (e *engine) applyProbe(cs *clusterState, pt *probeTarget, err error, start 
 	pt.lastOK, pt.lastAt, pt.lastRTT = err == nil, start, rtt
 	pt.lastError = ""
 	if err != nil {
-		pt.lastError = err.Error()
+		pt.lastError = redactText(err.Error())
 	}
 	if _, changed := pt.counter.Observe(err == nil); !changed {
 		return
@@ -165,11 +165,10 @@ func combineProbes(targets []*probeTarget) (signal, string) {
 	return sigUp, fmt.Sprintf("%d target(s) answering", len(targets))
 }
 
-// firstUse remembers an operator request's signature for as long as its
-// timestamp is acceptable; it fails with ErrReplay when it was used already.
+// firstUse remembers an operator request's signature (its decoded bytes)
+// for as long as its timestamp is acceptable; it fails with ErrReplay when
+// it was used already. Called with mu held.
 func (e *engine) firstUse(sig string, keep time.Duration) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	now := e.now()
 	for s, until := range e.adminSeen {
 		if now.After(until) {
@@ -184,11 +183,46 @@ func (e *engine) firstUse(sig string, keep time.Duration) error {
 }
 
 // drain takes a cluster out of (or back into) service for an operator
-// request signed with sig, which is remembered for keep: it fails with
-// ErrReplay when that request was applied already, or ErrUnknownCluster.
-func (e *engine) drain(name string, drained bool, sig string, keep time.Duration) error {
+// request signed at signedAt with sig (its decoded bytes), which is
+// remembered for keep. It fails with ErrUnknownCluster, or ErrReplay when
+// that request was applied already or was not signed after the last one
+// applied to the cluster (its operator fence).
+func (e *engine) drain(name string, drained bool, sig string, signedAt time.Time, keep time.Duration) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	cs := e.clusters[name]
+	if cs == nil {
+		return fmt.Errorf("%w %q", ErrUnknownCluster, name)
+	}
+	if !signedAt.After(cs.operatorFence) {
+		return fmt.Errorf("%w: signed at %s, not after the last operator request applied to %s (%s)", ErrReplay,
+			signedAt.UTC().Format(time.RFC3339Nano), name, cs.operatorFence.UTC().Format(time.RFC3339Nano))
+	}
 	if err := e.firstUse(sig, keep); err != nil {
 		return err
 	}
-	return e.setDrained(name, drained)
+	cs.operatorFence = signedAt
+	cs.drained = drained
+	e.update(cs, cause{received: e.now()})
+	return nil
+}
+
+// operatorFenceOf is when the last operator request applied to cluster was
+// signed (zero: none yet); raiseOperatorFence restores it, e.g. from a store.
+func (e *engine) operatorFenceOf(cluster string) time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if cs := e.clusters[cluster]; cs != nil {
+		return cs.operatorFence
+	}
+	return time.Time{}
+}
+
+// raiseOperatorFence raises a cluster's operator fence to at (never lowers it).
+func (e *engine) raiseOperatorFence(cluster string, at time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if cs := e.clusters[cluster]; cs != nil && at.After(cs.operatorFence) {
+		cs.operatorFence = at
+	}
 }

@@ -27,7 +27,7 @@ func TestStatusShowsDeliveries(t *testing.T) {
 	}
 	testutil.WaitFor(t, 5*time.Second, "both acknowledged", func() bool {
 		rec := httptest.NewRecorder()
-		h.api.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/status", nil))
+		h.api.ServeHTTP(rec, localRequest("/v1/status"))
 		if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
 			t.Fatal(err)
 		}
@@ -44,7 +44,7 @@ func TestStatusShowsDeliveries(t *testing.T) {
 func TestEventsMalformedSince(t *testing.T) {
 	h := newPushHS(t, "")
 	rec := httptest.NewRecorder()
-	h.api.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/events?since=x", nil))
+	h.api.ServeHTTP(rec, localRequest("/v1/events?since=x"))
 	if rec.Code != http.StatusBadRequest {
 		t.Errorf("since=x: %d", rec.Code)
 	}
