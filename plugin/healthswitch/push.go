@@ -35,8 +35,13 @@ func (h *HealthSwitch) routes() http.Handler {
 	mux.HandleFunc("GET /v1/events", h.handleEvents)
 	mux.HandleFunc("POST /v1/clusters/{name}/drain", h.handleDrain(true))
 	mux.HandleFunc("POST /v1/clusters/{name}/undrain", h.handleDrain(false))
+	h.pageRoutes(mux) // GET /, GET /page/*, GET /v1/events/stream (page.go, stream.go)
 	sem := make(chan struct{}, maxInFlight)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isStream(r) { // long-lived: bounded by maxSubscribers, not by in-flight slots
+			mux.ServeHTTP(w, r)
+			return
+		}
 		select {
 		case sem <- struct{}{}:
 			defer func() { <-sem }()
