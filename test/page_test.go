@@ -39,10 +39,9 @@ func browser(t *testing.T) context.Context {
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancel(); cancelAlloc() })
-	// Starting Chromium on a loaded machine takes a while; the first Run does it.
-	start, cancelStart := context.WithTimeout(ctx, 60*time.Second)
-	defer cancelStart()
-	if err := chromedp.Do(start); err != nil {
+	// The first Do starts Chromium, which lives as long as the context of
+	// that call: no timeout here (the test's own bounds it).
+	if err := chromedp.Do(ctx); err != nil {
 		t.Fatalf("starting chromium: %v", err)
 	}
 	return ctx

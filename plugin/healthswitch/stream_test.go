@@ -4,13 +4,21 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/healthswitch/healthswitch/internal/testutil"
+	"github.com/healthswitch/healthswitch/report"
 )
 
 // sseFrame is one event of a Server-Sent Events stream.
@@ -252,4 +260,84 @@ func TestStreamKeepAlive(t *testing.T) {
 			return
 		}
 	}
+}
+
+// The push API listener has 5s read and write timeouts for reports; a
+// stream outlives both.
+func TestStreamOutlivesListenerTimeouts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("holds a stream open for 6s")
+	}
+	defer func(d time.Duration) { keepAliveEvery = d }(keepAliveEvery)
+	keepAliveEvery = 6 * time.Second
+	h := newPushHS(t, "stale 1h")
+	sl, err := listen("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl.current.Store(h)
+	t.Cleanup(func() { sl.ln.Close(); sl.srv.Close() })
+	_, s := openStream(t, "http://"+sl.boundAddr, "")
+	start := time.Now()
+	for {
+		line, err := s.r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("stream ended after %v: %v", time.Since(start), err)
+		}
+		if line == ": keep-alive\n" {
+			break
+		}
+	}
+	flip(t, h, 1)
+	if ev := s.event(t); ev.To != StateDown {
+		t.Fatalf("event after %v: %+v", time.Since(start), ev)
+	}
+}
+
+// stalledConn opens a stream over TCP that never reads a byte, with a small
+// receive buffer, so that the server's writes soon block.
+func stalledConn(t testing.TB, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1024) })
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", streamPath, addr)
+	return c
+}
+
+// A reader over a real connection that stops reading is disconnected once
+// the socket buffers and its event buffer are full, while reports go on.
+func TestStreamDropsStalledConnection(t *testing.T) {
+	h := newPushHS(t, "stale 1h")
+	sl, err := listen("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl.current.Store(h)
+	t.Cleanup(func() { sl.ln.Close(); sl.srv.Close() })
+	stalledConn(t, sl.boundAddr)
+	dropped := promtest.ToFloat64(streamDropped)
+	// Large events (a long check detail) fill the socket buffers sooner.
+	detail := strings.Repeat("x", 8<<10)
+	var seq uint64
+	var sent int
+	testutil.WaitFor(t, 20*time.Second, "the stalled reader to be dropped", func() bool {
+		seq++
+		r := report.Report{Version: 1, Cluster: "east", BootID: "b", Sequence: seq, SentAt: time.Now().UTC(), Healthy: seq%2 == 0, IntervalMS: 100}
+		if !r.Healthy {
+			r.Checks = []report.Check{{Name: "web", Kind: "http", Critical: true, ObservedAt: time.Now().UTC(), Detail: detail}}
+		}
+		b, _ := r.Encode()
+		if rec := post(t, h, "/v1/report", b, pushKey, time.Now()); rec.Code != http.StatusNoContent {
+			t.Fatalf("report %d: %d %s", seq, rec.Code, rec.Body)
+		}
+		sent += len(b)
+		return promtest.ToFloat64(streamDropped) > dropped
+	})
+	t.Logf("stalled reader dropped after %d reports (%d KiB of events)", seq, sent>>10)
 }
