@@ -62,14 +62,14 @@ func pageShows(state, answer string) string {
 // report flips a cluster, and the page shows the new state and the new
 // answer within a second, without a reload.
 func TestStatusPageLiveInBrowser(t *testing.T) {
-	s := realCoreDNS(t, pushCorefile(t, ""))
+	ctx := browser(t)
+	s := realCoreDNS(t, pushCorefile(t, "stale 1h"))
 	east, west := newPusher("east", eastKey), newPusher("west", westKey)
 	for _, p := range []*pusher{east, west} {
 		if code, err := p.push(s.api, true); code != 204 {
 			t.Fatalf("report: %d %v", code, err)
 		}
 	}
-	ctx := browser(t)
 	step := func(d time.Duration, actions ...chromedp.Action[chromedp.Void]) error {
 		c, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
@@ -81,7 +81,8 @@ func TestStatusPageLiveInBrowser(t *testing.T) {
 		chromedp.Poll[chromedp.Void](`document.getElementById("live").dataset.live === "live"`),
 		chromedp.Evaluate[chromedp.Void](`window.noReload = true`),
 	); err != nil {
-		t.Fatalf("page before the flip: %v", err)
+		html, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.outerHTML`))
+		t.Fatalf("page before the flip: %v\n%s", err, html)
 	}
 
 	for i, want := range []struct {
@@ -102,7 +103,7 @@ func TestStatusPageLiveInBrowser(t *testing.T) {
 		err := step(time.Second, chromedp.Poll[chromedp.Void](pageShows(want.state, want.answer), chromedp.WithPollingInterval(5*time.Millisecond)))
 		took := time.Since(pushed)
 		if err != nil {
-			html, _ := chromedp.Run(ctx, chromedp.OuterHTML("main"))
+			html, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.outerHTML`))
 			t.Fatalf("page did not show east %s / %s within 1s of report %d (%v):\n%s", want.state, want.answer, i, err, html)
 		}
 		t.Logf("report %d: page shows east %s and svc1.net %q %v after the push", i, want.state, want.answer, took.Round(time.Millisecond))

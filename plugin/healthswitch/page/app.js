@@ -58,7 +58,7 @@ function clock(t) {
   return d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
 }
 function ms(a, b) { return Date.parse(b) - Date.parse(a); }
-function fmtMS(v) { return v < 1 ? v.toFixed(2) + " ms" : v < 100 ? v.toFixed(1) + " ms" : Math.round(v) + " ms"; }
+function fmtMS(v) { return v < 0.01 ? "<0.01 ms" : v < 1 ? v.toFixed(2) + " ms" : v < 100 ? v.toFixed(1) + " ms" : Math.round(v) + " ms"; }
 function ageSpan(t) { return el("span", { class: "age", "data-t": t || "" }, ago(t)); }
 
 // Fields the page knows; whatever else status carries is shown as is.
