@@ -64,19 +64,35 @@ type hub struct {
 }
 
 type subscriber struct {
-	events  chan Event
+	events  chan *frame
 	dropped chan struct{} // closed when the reader fell subscriberBuffer events behind
 }
 
 func newHub() *hub { return &hub{subs: map[*subscriber]struct{}{}} }
 
+// frame is one event as written to every reader, encoded once.
+type frame struct {
+	ev   Event
+	once sync.Once
+	text []byte
+}
+
+func (f *frame) bytes() []byte {
+	f.once.Do(func() {
+		b, _ := json.Marshal(f.ev)
+		f.text = fmt.Appendf(nil, "id: %d\nevent: transition\ndata: %s\n\n", f.ev.Epoch, b)
+	})
+	return f.text
+}
+
 // publish never blocks: a reader whose buffer is full is dropped.
 func (hb *hub) publish(ev Event) {
+	f := &frame{ev: ev}
 	hb.mu.Lock()
 	defer hb.mu.Unlock()
 	for s := range hb.subs {
 		select {
-		case s.events <- ev:
+		case s.events <- f:
 		default:
 			hb.remove(s)
 			close(s.dropped)
@@ -88,7 +104,7 @@ func (hb *hub) publish(ev Event) {
 // subscribe adds a reader and returns the recent transitions after epoch
 // after; ok is false when the hub is full.
 func (hb *hub) subscribe(after uint64) (s *subscriber, backlog []Event, ok bool) {
-	s = &subscriber{events: make(chan Event, subscriberBuffer), dropped: make(chan struct{})}
+	s = &subscriber{events: make(chan *frame, subscriberBuffer), dropped: make(chan struct{})}
 	backlog = hb.recent(after, func() {
 		hb.mu.Lock()
 		defer hb.mu.Unlock()
@@ -165,11 +181,11 @@ func (hb *hub) handleStream(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	sw := &sseWriter{w: w, rc: rc, last: after}
-	if !sw.write(fmt.Sprintf("retry: %d\n\n", streamRetry)) {
+	if !sw.write(fmt.Appendf(nil, "retry: %d\n\n", streamRetry)) {
 		return
 	}
 	for _, ev := range backlog {
-		if !sw.event(ev) {
+		if !sw.event(&frame{ev: ev}) {
 			return
 		}
 	}
@@ -177,12 +193,12 @@ func (hb *hub) handleStream(w http.ResponseWriter, r *http.Request) {
 	defer keepAlive.Stop()
 	for {
 		select {
-		case ev := <-s.events:
-			if !sw.event(ev) {
+		case f := <-s.events:
+			if !sw.event(f) {
 				return
 			}
 		case <-keepAlive.C:
-			if !sw.write(": keep-alive\n\n") {
+			if !sw.write([]byte(": keep-alive\n\n")) {
 				return
 			}
 		case <-s.dropped:
@@ -203,18 +219,17 @@ type sseWriter struct {
 	last uint64
 }
 
-func (sw *sseWriter) event(ev Event) bool {
-	if ev.Epoch <= sw.last {
+func (sw *sseWriter) event(f *frame) bool {
+	if f.ev.Epoch <= sw.last {
 		return true
 	}
-	sw.last = ev.Epoch
-	b, _ := json.Marshal(ev)
-	return sw.write(fmt.Sprintf("id: %d\nevent: transition\ndata: %s\n\n", ev.Epoch, b))
+	sw.last = f.ev.Epoch
+	return sw.write(f.bytes())
 }
 
-func (sw *sseWriter) write(s string) bool {
+func (sw *sseWriter) write(b []byte) bool {
 	sw.rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
-	if _, err := sw.w.Write([]byte(s)); err != nil {
+	if _, err := sw.w.Write(b); err != nil {
 		return false
 	}
 	return sw.rc.Flush() == nil

@@ -9,12 +9,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/coredns/caddy"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/healthswitch/healthswitch/internal/testutil"
@@ -340,4 +343,53 @@ func TestStreamDropsStalledConnection(t *testing.T) {
 		return promtest.ToFloat64(streamDropped) > dropped
 	})
 	t.Logf("stalled reader dropped after %d reports (%d KiB of events)", seq, sent>>10)
+}
+
+// BenchmarkReportWithStalledReaders: a report that flips a cluster, with 0
+// and with 100 stream readers that never read, over real connections.
+func BenchmarkReportWithStalledReaders(b *testing.B) {
+	for _, readers := range []int{0, 100} {
+		b.Run(fmt.Sprintf("readers=%d", readers), func(b *testing.B) {
+			key := filepath.Join(b.TempDir(), "key")
+			os.WriteFile(key, pushKey, 0o600)
+			c := caddy.NewTestController("dns", fmt.Sprintf("healthswitch {\n cluster east 192.0.2.10 {\n  key_file %s\n }\n cluster west 198.51.100.10\n stale 1h\n}", key))
+			c.ServerBlockKeys = []string{"svc1.net.:53"}
+			cfg, err := parse(c)
+			if err != nil {
+				b.Fatal(err)
+			}
+			h := newHealthSwitch(cfg)
+			sl, err := listen("127.0.0.1:0", nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sl.current.Store(h)
+			base := promtest.ToFloat64(streamSubscribers)
+			b.Cleanup(func() { sl.ln.Close(); sl.srv.Close() })
+			for range readers {
+				stalledConn(b, sl.boundAddr)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for promtest.ToFloat64(streamSubscribers)-base < float64(readers) {
+				if time.Now().After(deadline) {
+					b.Fatalf("%v of %d readers subscribed", promtest.ToFloat64(streamSubscribers), readers)
+				}
+				time.Sleep(time.Millisecond)
+			}
+			var seq uint64
+			b.ReportAllocs()
+			for b.Loop() {
+				seq++
+				r := report.Report{Version: 1, Cluster: "east", BootID: "b", Sequence: seq, SentAt: time.Now().UTC(), Healthy: seq%2 == 0, IntervalMS: 100}
+				body, _ := r.Encode()
+				req := httptest.NewRequest(http.MethodPost, "/v1/report", strings.NewReader(string(body)))
+				report.SignRequest(req, pushKey, time.Now(), body)
+				rec := httptest.NewRecorder()
+				h.api.ServeHTTP(rec, req)
+				if rec.Code != http.StatusNoContent {
+					b.Fatalf("report %d: %d %s", seq, rec.Code, rec.Body)
+				}
+			}
+		})
+	}
 }

@@ -57,7 +57,13 @@ function clock(t) {
   const d = new Date(t);
   return d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
 }
-function ms(a, b) { return Date.parse(b) - Date.parse(a); }
+// tms reads an RFC 3339 time to the microsecond (Date.parse stops at the
+// millisecond, and a switch takes less).
+function tms(t) {
+  const m = /^(.*T\d\d:\d\d:\d\d)(\.\d+)?(.*)$/.exec(t);
+  return m ? Date.parse(m[1] + m[3]) + (m[2] ? parseFloat(m[2]) * 1000 : 0) : Date.parse(t);
+}
+function ms(a, b) { return tms(b) - tms(a); }
 function fmtMS(v) { return v < 0.01 ? "<0.01 ms" : v < 1 ? v.toFixed(2) + " ms" : v < 100 ? v.toFixed(1) + " ms" : Math.round(v) + " ms"; }
 function ageSpan(t) { return el("span", { class: "age", "data-t": t || "" }, ago(t)); }
 
@@ -119,10 +125,11 @@ function renderName(n) {
   if (n.all_down) avail.push(el("div", { class: "alldown" }, "no cluster up: all_down " + ((status && status.all_down) || "")));
   if (n.weights) avail.push(el("div", { class: "sub" }, Object.entries(n.weights).map(([c, w]) => c + " " + Math.round(w * 100) + "%").join(" · ")));
   for (const [k, v] of extras(n, NAME_KNOWN)) avail.push(el("div", {}, k + ": " + v));
+  if (!avail.length && status) avail.push(el("span", { class: "sub" }, "policy " + status.policy + " · all_down " + status.all_down));
   return el("tr", { "data-name": n.name },
     el("td", { class: "mono" }, n.name),
     el("td", { class: "answers" }, addrs.length ? addrs.map(a => el("span", { class: "addr mono" }, a)) : el("span", { class: "sub" }, "no address")),
-    el("td", {}, avail.length ? avail : el("span", { class: "sub" }, "normal")));
+    el("td", {}, avail));
 }
 
 function renderStatus(doc) {
