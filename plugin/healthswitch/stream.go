@@ -18,7 +18,7 @@ import (
 const (
 	streamPath         = "/v1/events/stream"
 	subscriberBuffer   = 64              // events a reader may lag behind before it is dropped
-	maxSubscribers     = 128             // per listener; more get 503
+	maxSubscribers     = 128             // per server block; more get 503
 	streamWriteTimeout = 2 * time.Second // a write blocked longer ends the stream
 	streamRetry        = 1000            // ms an EventSource waits before reconnecting
 )
