@@ -202,7 +202,12 @@ function connect() {
   // from Last-Event-ID on its own.
   const es = new EventSource("/v1/events/stream?since=0");
   es.onopen = () => { setLive("live", "live"); refresh(); };
-  es.onerror = () => setLive("lost", "reconnecting…");
+  es.onerror = () => {
+    setLive("lost", "reconnecting…");
+    // The browser retries by itself unless the server refused (e.g. 503,
+    // too many readers): then start over after a pause.
+    if (es.readyState === EventSource.CLOSED) setTimeout(connect, 5000);
+  };
   es.addEventListener("transition", m => {
     const ev = JSON.parse(m.data);
     if (events.some(e => e.epoch === ev.epoch)) return;
