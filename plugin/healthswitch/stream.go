@@ -38,17 +38,20 @@ func (e *engine) attachHub(hb *hub) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	hb.done = e.done
-	hb.recent = func(after uint64, add func()) []Event {
+	hb.recent = func(after uint64, add func()) ([]Event, uint64) {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		add()
+		if after > e.epoch {
+			after = 0 // an id from before this server restarted: send all we have
+		}
 		var out []Event
 		for _, ev := range e.events {
 			if ev.Epoch > after {
 				out = append(out, ev)
 			}
 		}
-		return out
+		return out, after
 	}
 	// onChange runs in update with e.mu held: publish must not block.
 	e.onChange = append(e.onChange, func(_ *clusterState, ev Event) { hb.publish(ev) })
@@ -57,7 +60,7 @@ func (e *engine) attachHub(hb *hub) {
 // hub fans transitions out to the stream's readers.
 type hub struct {
 	done   <-chan struct{}
-	recent func(after uint64, add func()) []Event
+	recent func(after uint64, add func()) ([]Event, uint64) // the ring after an epoch, and that epoch as applied
 
 	mu   sync.Mutex
 	subs map[*subscriber]struct{}
@@ -102,10 +105,11 @@ func (hb *hub) publish(ev Event) {
 }
 
 // subscribe adds a reader and returns the recent transitions after epoch
-// after; ok is false when the hub is full.
-func (hb *hub) subscribe(after uint64) (s *subscriber, backlog []Event, ok bool) {
+// after, and the epoch it resumes from (0 for an id from before a restart);
+// ok is false when the hub is full.
+func (hb *hub) subscribe(after uint64) (s *subscriber, backlog []Event, from uint64, ok bool) {
 	s = &subscriber{events: make(chan *frame, subscriberBuffer), dropped: make(chan struct{})}
-	backlog = hb.recent(after, func() {
+	backlog, from = hb.recent(after, func() {
 		hb.mu.Lock()
 		defer hb.mu.Unlock()
 		if ok = len(hb.subs) < maxSubscribers; ok {
@@ -113,7 +117,7 @@ func (hb *hub) subscribe(after uint64) (s *subscriber, backlog []Event, ok bool)
 			streamSubscribers.Inc()
 		}
 	})
-	return s, backlog, ok
+	return s, backlog, from, ok
 }
 
 func (hb *hub) unsubscribe(s *subscriber) {
@@ -163,7 +167,7 @@ func (hb *hub) handleStream(w http.ResponseWriter, r *http.Request) {
 		writeError(w, reject(http.StatusBadRequest, "malformed", "%v", err))
 		return
 	}
-	s, backlog, ok := hb.subscribe(after)
+	s, backlog, after, ok := hb.subscribe(after)
 	if !ok {
 		writeError(w, reject(http.StatusServiceUnavailable, "busy", "too many event stream readers"))
 		return

@@ -196,8 +196,8 @@ func TestStreamDropsSlowReader(t *testing.T) {
 	h := newPushHS(t, "stale 1h")
 	hb := newHub()
 	h.engine.attachHub(hb)
-	slow, _, _ := hb.subscribe(0)
-	fast, _, _ := hb.subscribe(0)
+	slow, _, _, _ := hb.subscribe(0)
+	fast, _, _, _ := hb.subscribe(0)
 	start := time.Now()
 	for seq := uint64(1); seq <= 2*subscriberBuffer; seq++ {
 		flip(t, h, seq)
@@ -391,5 +391,18 @@ func BenchmarkReportWithStalledReaders(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A Last-Event-ID from before the DNS server restarted (epochs start over)
+// gets every recent transition, not nothing.
+func TestStreamResumeAcrossRestart(t *testing.T) {
+	h := newPushHS(t, "stale 1h")
+	srv := httptest.NewServer(h.api)
+	t.Cleanup(srv.Close)
+	flip(t, h, 1)
+	_, s := openStream(t, srv.URL, "999999")
+	if ev := s.event(t); ev.To != StateDown || ev.Cluster != "east" {
+		t.Fatalf("resumed with %+v, want the ring's east -> down", ev)
 	}
 }

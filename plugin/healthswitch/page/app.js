@@ -4,7 +4,7 @@
 "use strict";
 
 const MAX_EVENTS = 50;
-let events = [];       // newest last, unique by epoch
+let events = [];       // newest last, unique by epoch and time
 let status = null;
 let skewMS = 0;        // server clock minus ours, from the Date header
 let fetching = false, again = false;
@@ -210,10 +210,12 @@ function connect() {
   };
   es.addEventListener("transition", m => {
     const ev = JSON.parse(m.data);
-    if (events.some(e => e.epoch === ev.epoch)) return;
+    // Epochs start over when the DNS server restarts: an event is its epoch
+    // and its time, and the timeline is in time order.
+    if (events.some(e => e.epoch === ev.epoch && e.applied_at === ev.applied_at)) return;
     ev.fresh = true;
     events.push(ev);
-    events.sort((a, b) => a.epoch - b.epoch);
+    events.sort((a, b) => tms(a.applied_at) - tms(b.applied_at));
     if (events.length > MAX_EVENTS) events = events.slice(-MAX_EVENTS);
     renderTimeline();
     refresh();
