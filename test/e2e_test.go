@@ -360,7 +360,13 @@ func TestE2EDemoInteractive(t *testing.T) {
 			}
 		}
 	}
+	expect("status page  http://127.0.0.1:8053/")
 	expect("svc1.net answers 127.0.0.11 127.0.0.12")
+	if resp, err := http.Get("http://127.0.0.1:8053/"); err != nil || resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Errorf("the status page the demo prints: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	if len(pids) != 3 {
 		t.Fatalf("want 3 child pids in the banner, got %v:\n%s", pids, log.String())
 	}

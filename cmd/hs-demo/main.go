@@ -177,6 +177,7 @@ func printBanner(st *demo.Stack, apps map[string]*demo.App) {
 	cd := st.CoreDNS()
 	fmt.Printf("\n  DNS server   bin/coredns (pid %d) answering svc1.net and svc2.net on %s\n", cd.Pid(), st.Opt.DNS)
 	fmt.Printf("               push API http://%s (/v1/status, /v1/events); Corefile %s\n", st.Opt.API, st.Corefile)
+	fmt.Printf("  status page  http://%s/  (open it in a browser: clusters, answers and transitions, live)\n", st.Opt.API)
 	for _, c := range clusters {
 		fmt.Printf("  cluster %-4s app %s/healthz, sidecar (pid %d) checks it every 100ms; config %s\n",
 			c.name, apps[c.name].URL, st.Sidecar(c.name).Pid(), st.SidecarConfig(c.name))

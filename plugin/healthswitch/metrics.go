@@ -77,3 +77,15 @@ var (
 		Help: "Push API connections open now.",
 	})
 )
+
+// The status page's event stream (stream.go).
+var (
+	streamSubscribers = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "stream_subscribers",
+		Help: "Readers of /v1/events/stream connected now.",
+	})
+	streamDropped = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "stream_dropped_total",
+		Help: "Readers of /v1/events/stream disconnected for reading too slowly.",
+	})
+)

@@ -36,6 +36,7 @@ func (h *HealthSwitch) routes() http.Handler {
 	mux.HandleFunc("GET /v1/events", h.readable(h.handleEvents))
 	mux.HandleFunc("POST /v1/clusters/{name}/drain", h.handleDrain(true))
 	mux.HandleFunc("POST /v1/clusters/{name}/undrain", h.handleDrain(false))
+	h.pageRoutes(mux) // GET /, GET /page/*, GET /v1/events/stream (page.go, stream.go), all behind h.readable
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		done, aerr := h.admit(w, r)
 		if aerr != nil {

@@ -86,3 +86,32 @@ func (e *engine) dropSub(s *subscription) {
 		close(s.ch)
 	}
 }
+
+// eventsThen returns the recorded transitions after epoch after, and runs
+// then under the same lock, so a reader that then starts following live
+// transitions misses none and sees none twice. An after beyond the current
+// epoch (an id from before this process started) returns every recorded
+// transition; the epoch returned is the one the list starts after.
+func (e *engine) eventsThen(after uint64, then func()) ([]Event, uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	then()
+	if after > e.epoch {
+		after = 0
+	}
+	var out []Event
+	for _, ev := range e.events {
+		if ev.Epoch > after {
+			out = append(out, ev)
+		}
+	}
+	return out, after
+}
+
+// onTransition has fn called with every transition from now on, with the
+// engine's lock held: fn must not block.
+func (e *engine) onTransition(fn func(Event)) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.onChange = append(e.onChange, fn)
+}
