@@ -8,7 +8,6 @@
 package report
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -64,17 +63,14 @@ const (
 // ErrMalformed wraps every decoding and validation failure of Decode.
 var ErrMalformed = errors.New("malformed report")
 
-// Decode parses and validates a report body. Unknown fields are rejected so a
-// typo in a hand-written report is an error, not a silently healthy cluster.
+// Decode parses and validates a report body with DecodeStrict: unknown,
+// case-variant and repeated members and trailing data are refused, so a typo
+// in a hand-written report ("Healthy") is an error, not a silently healthy
+// cluster.
 func Decode(body []byte) (Report, error) {
 	var r Report
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
+	if err := DecodeStrict(body, &r); err != nil {
 		return Report{}, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if dec.More() {
-		return Report{}, fmt.Errorf("%w: trailing data after the JSON object", ErrMalformed)
 	}
 	if err := r.Validate(); err != nil {
 		return Report{}, err

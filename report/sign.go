@@ -51,21 +51,24 @@ func SignRequest(req *http.Request, key []byte, now time.Time, body []byte) {
 
 // Verify checks a signature made by Sign with key, and that the timestamp is
 // within skew of now. The comparison is constant-time.
+//
+// Only the canonical encodings Sign writes are accepted: the timestamp in
+// decimal without sign or leading zeros, the signature as "v1=" and 64
+// lower-case hex digits. So one signed request has exactly one accepted
+// signature string, and a receiver may use the header value, as sent, as the
+// key of its memory of used requests: an upper-cased copy of a used request
+// is refused here, not mistaken for a new one.
 func Verify(key []byte, timestamp, signature string, body []byte, now time.Time, skew time.Duration) error {
 	if timestamp == "" || signature == "" {
 		return fmt.Errorf("%w: %s and %s are required", ErrBadSignature, HeaderTimestamp, HeaderSignature)
 	}
-	hexSig, ok := strings.CutPrefix(signature, sigPrefix)
-	if !ok {
-		return fmt.Errorf("%w: signature must start with %q", ErrBadSignature, sigPrefix)
-	}
-	got, err := hex.DecodeString(hexSig)
+	got, err := parseSignature(signature)
 	if err != nil {
-		return fmt.Errorf("%w: signature is not hex", ErrBadSignature)
+		return err
 	}
 	ms, err := strconv.ParseInt(timestamp, 10, 64)
-	if err != nil {
-		return fmt.Errorf("%w: timestamp %q is not unix milliseconds", ErrBadSignature, timestamp)
+	if err != nil || strconv.FormatInt(ms, 10) != timestamp {
+		return fmt.Errorf("%w: timestamp %q is not unix milliseconds in decimal", ErrBadSignature, timestamp)
 	}
 	if !hmac.Equal(got, mac(key, timestamp, body)) {
 		return ErrBadSignature
@@ -88,6 +91,22 @@ func VerifyAny(keys [][]byte, timestamp, signature string, body []byte, now time
 		}
 	}
 	return err
+}
+
+// parseSignature decodes a signature header in its one canonical form.
+func parseSignature(signature string) ([]byte, error) {
+	hexSig, ok := strings.CutPrefix(signature, sigPrefix)
+	if !ok {
+		return nil, fmt.Errorf("%w: signature must start with %q", ErrBadSignature, sigPrefix)
+	}
+	if len(hexSig) != 2*sha256.Size || strings.ToLower(hexSig) != hexSig {
+		return nil, fmt.Errorf("%w: signature must be %q and %d lower-case hex digits", ErrBadSignature, sigPrefix, 2*sha256.Size)
+	}
+	got, err := hex.DecodeString(hexSig)
+	if err != nil {
+		return nil, fmt.Errorf("%w: signature is not hex", ErrBadSignature)
+	}
+	return got, nil
 }
 
 func mac(key []byte, timestamp string, body []byte) []byte {

@@ -1,7 +1,6 @@
 package healthswitch
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -271,9 +270,7 @@ func (h *HealthSwitch) handleDrain(drain bool) http.HandlerFunc {
 
 func checkAdminBody(body []byte, action, cluster string) *apiError {
 	var req adminRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || req.Action != action || req.Cluster != cluster {
+	if err := report.DecodeStrict(body, &req); err != nil || req.Action != action || req.Cluster != cluster {
 		return reject(http.StatusBadRequest, "malformed",
 			`body must be {"action":%q,"cluster":%q} with an optional "reason", matching the path`, action, cluster)
 	}
