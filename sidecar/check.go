@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/healthswitch/healthswitch/internal/redact"
 )
 
 // Version is sent in the User-Agent of HTTP checks and pushes; main sets it.
@@ -64,12 +66,15 @@ type Result struct {
 	Duration time.Duration
 }
 
-// Why is the one-line reason shown in reports, /status and the check table.
+// Why is the one-line reason shown in reports, /status, logs and the check
+// table. Secrets are taken out first: an error quoting a check's URL or DSN
+// would otherwise carry its password to every DNS server.
 func (r Result) Why() string {
 	s := r.Detail
 	if r.Err != nil {
 		s = r.Err.Error()
 	}
+	s = redact.Text(s)
 	if len(s) > maxDetail {
 		s = s[:maxDetail] + "…"
 	}
@@ -238,6 +243,7 @@ func (c *Check) Run(ctx context.Context) (r Result) {
 			r.Output = r.Output[:min(len(r.Output), 4096)]
 		}
 		r.At, r.Duration = start, time.Since(start)
+		r.Output = redact.Text(r.Output)
 		if !r.Healthy && r.Err == nil {
 			r.Err = errors.New("unhealthy")
 		}

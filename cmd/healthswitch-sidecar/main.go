@@ -23,6 +23,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/healthswitch/healthswitch/internal/redact"
 	"github.com/healthswitch/healthswitch/sidecar"
 )
 
@@ -77,7 +78,7 @@ func serve(args []string, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg, err := sidecar.Load(*path)
 	if err != nil {
-		log.Error("config", "file", *path, "err", err)
+		log.Error("config", "file", *path, "err", redact.Text(err.Error()))
 		return 2
 	}
 
@@ -118,7 +119,7 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, s *side
 			s.ReloadFailed()
 		}
 		if err != nil {
-			log.Error("reload failed; keeping the running config", "file", path, "err", err)
+			log.Error("reload failed; keeping the running config", "file", path, "err", redact.Text(err.Error()))
 		}
 	}
 }
@@ -132,7 +133,7 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg, err := sidecar.Load(*path)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", *path, err)
+		fmt.Fprintf(stderr, "%s: %s\n", *path, redact.Text(err.Error()))
 		return 2
 	}
 	results := sidecar.CheckAll(context.Background(), cfg)

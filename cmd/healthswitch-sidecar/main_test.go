@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/healthswitch/healthswitch/internal/testutil"
+	"github.com/healthswitch/healthswitch/report"
 	"github.com/healthswitch/healthswitch/sidecar"
 )
 
@@ -74,15 +75,22 @@ func TestCheckCommand(t *testing.T) {
 		checks string
 		code   int
 		want   []string
+		absent []string
 	}{
 		{"all pass", `  - {name: ok, exec: {command: ["true"]}}`, 0,
-			[]string{"NAME", "ok    exec  true      ok", "exit 0"}},
+			[]string{"NAME", "ok    exec  true      ok", "exit 0"}, nil},
 		{"critical fails", "  - {name: ok, exec: {command: [\"true\"]}}\n  - {name: bad, exec: {command: [\"false\"]}}", 1,
-			[]string{"bad   exec  true      FAIL", "false exited 1, want 0"}},
+			[]string{"bad   exec  true      FAIL", "false exited 1, want 0"}, nil},
 		{"only non-critical fails", `  - {name: soft, exec: {command: ["false"]}, critical: false}`, 0,
-			[]string{"soft  exec  false     FAIL"}},
+			[]string{"soft  exec  false     FAIL"}, nil},
 		{"bad config", `  - {name: bad, exec: {}}`, 2,
-			[]string{"checks[0] (bad): exec: command: required"}},
+			[]string{"checks[0] (bad): exec: command: required"}, nil},
+		// The URL is quoted back by the HTTP client's error; its secrets are not.
+		{"secrets in a failing URL", `  - {name: web, http: {url: "http://admin:hunter2@127.0.0.1:1/healthz?token=t0k3n"}}`, 1,
+			[]string{"web   http  true      FAIL", "http://admin:xxxxx@127.0.0.1:1/healthz?token=xxxxx", "connection refused"},
+			[]string{"hunter2", "t0k3n"}},
+		{"secrets in a config error", `  - {name: web, http: {url: "ftp://admin:hunter2@h/"}}`, 2,
+			[]string{`"ftp://admin:xxxxx@h/": not an http:// or https:// URL`}, []string{"hunter2"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -94,6 +102,11 @@ func TestCheckCommand(t *testing.T) {
 			for _, w := range tc.want {
 				if !bytes.Contains(out, []byte(w)) {
 					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			for _, w := range tc.absent {
+				if bytes.Contains(out, []byte(w)) {
+					t.Errorf("output shows %q:\n%s", w, out)
 				}
 			}
 		})
@@ -207,5 +220,44 @@ func TestRunReloadStop(t *testing.T) {
 	t.Logf("stopped in %s", time.Since(start))
 	if !strings.Contains(stderr.String(), "sidecar stopped") {
 		t.Errorf("log:\n%s", stderr.String())
+	}
+}
+
+// A failing check's detail travels in every report to every DNS server, and
+// from there to its status page: the secrets of the check's URL stay home.
+func TestReportDetailRedacted(t *testing.T) {
+	details := make(chan string, 16)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		rep, err := report.Decode(body)
+		if err == nil && len(rep.Checks) == 1 && !rep.Checks[0].Healthy {
+			select {
+			case details <- string(body):
+			default:
+			}
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer recv.Close()
+	path := writeFiles(t, "cluster: east\nkey_file: k.key\nreport_to: ["+recv.URL+"]\nlisten: 127.0.0.1:"+fmt.Sprint(testutil.FreePort(t))+
+		"\nchecks:\n  - {name: web, http: {url: \"http://admin:hunter2@127.0.0.1:1/healthz?api_key=t0k3n\"}, interval: 200ms}\n")
+	cmd := exec.Command(binary, "-config", path)
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	var body string
+	select {
+	case body = <-details:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no report with a failing check; log:\n%s", stderr.String())
+	}
+	if !strings.Contains(body, "http://admin:xxxxx@127.0.0.1:1/healthz?api_key=xxxxx") || strings.Contains(body, "hunter2") || strings.Contains(body, "t0k3n") {
+		t.Errorf("report body: %s", body)
+	}
+	if log := stderr.String(); strings.Contains(log, "hunter2") || strings.Contains(log, "t0k3n") {
+		t.Errorf("log shows a secret:\n%s", log)
 	}
 }
