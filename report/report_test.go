@@ -2,6 +2,8 @@ package report
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -132,5 +134,31 @@ func TestVerifyAny(t *testing.T) {
 	ts, sig = Sign(oldKey, now.Add(-time.Hour), body)
 	if err := VerifyAny([][]byte{newKey, oldKey}, ts, sig, body, now, DefaultSkew); !errors.Is(err, ErrSkew) {
 		t.Errorf("valid old signature, stale timestamp: %v", err)
+	}
+}
+
+func TestKeyFileWarning(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k")
+	if err := os.WriteFile(path, []byte("0123456789abcdef0123"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		mode os.FileMode
+		want string
+	}{
+		{0o600, ""},
+		{0o400, ""},
+		{0o640, "(mode 0640); chmod 600 " + path},
+		{0o604, "(mode 0604)"},
+		{0o620, "(mode 0620)"},
+	} {
+		os.Chmod(path, tc.mode)
+		got := KeyFileWarning(path)
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("mode %04o: %q, want %q", tc.mode, got, tc.want)
+		}
+	}
+	if got := KeyFileWarning(path + ".missing"); got != "" {
+		t.Errorf("missing file: %q (LoadKey reports it)", got)
 	}
 }

@@ -117,6 +117,19 @@ func mac(key []byte, timestamp string, body []byte) []byte {
 	return h.Sum(nil)
 }
 
+// KeyFileWarning says what is wrong with a key file's permissions, or ""
+// when nothing is: a key readable by group or others can be used by anyone
+// who can read it to speak for the cluster (or, for the admin key, to drain
+// it). It is a warning, not an error: the file works, and deployments that
+// share a key through a group-readable secret may mean it.
+func KeyFileWarning(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm()&0o077 == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s is readable or writable by group or others (mode %04o); chmod 600 %s", path, fi.Mode().Perm(), path)
+}
+
 // LoadKey reads a key file. Surrounding white space is ignored, so a key
 // written by `head -c 32 /dev/urandom | base64 > key` works as it is.
 func LoadKey(path string) ([]byte, error) {

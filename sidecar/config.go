@@ -8,9 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,20 +28,20 @@ const (
 	DefaultListen    = "127.0.0.1:9100"
 )
 
-// Config is the sidecar's YAML file (Contract 4). Durations are Go duration
-// strings; they are parsed at load time into the unexported fields.
+// Config is the sidecar's YAML file (Contract 4).
 type Config struct {
 	Cluster   string   `yaml:"cluster"`
 	KeyFile   string   `yaml:"key_file"`
 	ReportTo  []string `yaml:"report_to"`
-	Interval  string   `yaml:"interval"`
-	Heartbeat string   `yaml:"heartbeat"`
+	Interval  Duration `yaml:"interval"`
+	Heartbeat Duration `yaml:"heartbeat"`
 	Listen    string   `yaml:"listen"`
 	Checks    []*Check `yaml:"checks"`
 
-	Key          []byte        `yaml:"-"`
-	IntervalD    time.Duration `yaml:"-"`
-	HeartbeatD   time.Duration `yaml:"-"`
+	Key []byte `yaml:"-"`
+	// Warnings are what loading found doubtful but not wrong (a key file
+	// others can read); `check` prints them, the service logs them.
+	Warnings     []string `yaml:"-"`
 	reportToURLs []string
 }
 
@@ -55,8 +58,8 @@ func Load(path string) (*Config, error) {
 // Parse decodes and validates a config; dir resolves a relative key_file.
 func Parse(data []byte, dir string) (*Config, error) {
 	cfg := &Config{
-		Interval:  DefaultInterval.String(),
-		Heartbeat: DefaultHeartbeat.String(),
+		Interval:  Duration{Duration: DefaultInterval},
+		Heartbeat: Duration{Duration: DefaultHeartbeat},
 		Listen:    DefaultListen,
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -88,6 +91,9 @@ func (cfg *Config) validate(dir string) error {
 	if cfg.Key, err = report.LoadKey(kf); err != nil {
 		return fmt.Errorf("key_file: %w", err)
 	}
+	if w := report.KeyFileWarning(kf); w != "" {
+		cfg.Warnings = append(cfg.Warnings, "key_file: "+w)
+	}
 	if len(cfg.ReportTo) == 0 {
 		return errors.New("report_to: at least one URL is required")
 	}
@@ -98,14 +104,14 @@ func (cfg *Config) validate(dir string) error {
 		}
 		cfg.reportToURLs = append(cfg.reportToURLs, strings.TrimRight(raw, "/")+"/v1/report")
 	}
-	if cfg.IntervalD, err = positiveDuration("interval", cfg.Interval); err != nil {
+	if err := cfg.Interval.within("interval", MinInterval, MaxInterval); err != nil {
 		return err
 	}
-	if cfg.HeartbeatD, err = positiveDuration("heartbeat", cfg.Heartbeat); err != nil {
+	if err := cfg.Heartbeat.within("heartbeat", MinHeartbeat, MaxHeartbeat); err != nil {
 		return err
 	}
-	if cfg.Listen == "" {
-		return errors.New("listen: required (default " + DefaultListen + ")")
+	if err := checkListen(cfg.Listen); err != nil {
+		return err
 	}
 	if len(cfg.Checks) == 0 {
 		return errors.New("checks: at least one check is required")
@@ -119,7 +125,7 @@ func (cfg *Config) validate(dir string) error {
 			return fmt.Errorf("checks[%d] (%s): duplicate name, first used by checks[%d]", i, c.Name, j)
 		}
 		seen[c.Name] = i
-		if err := c.compile(cfg.IntervalD); err != nil {
+		if err := c.compile(cfg.Interval.Duration); err != nil {
 			if c.Name == "" {
 				return fmt.Errorf("checks[%d]: %w", i, err)
 			}
@@ -132,13 +138,23 @@ func (cfg *Config) validate(dir string) error {
 // Targets returns the full push URLs (<report_to>/v1/report).
 func (cfg *Config) Targets() []string { return cfg.reportToURLs }
 
-func positiveDuration(field, s string) (time.Duration, error) {
-	d, err := time.ParseDuration(s)
+// checkListen validates the status server's address as the server will use
+// it, so `check` catches what would only fail at start.
+func checkListen(addr string) error {
+	if addr == "" {
+		return errors.New("listen: required (default " + DefaultListen + ")")
+	}
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %q is not a duration (e.g. 100ms, 2s)", field, s)
+		return fmt.Errorf("listen: %q: %v", addr, err)
 	}
-	if d <= 0 {
-		return 0, fmt.Errorf("%s: %s must be positive", field, s)
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("listen: %q: port %q is not a number in 0-65535", addr, port)
 	}
-	return d, nil
+	if host != "" && net.ParseIP(host) == nil && !hostRE.MatchString(host) {
+		return fmt.Errorf("listen: %q: host %q is not an IP address or a host name", addr, host)
+	}
+	return nil
 }
+
+var hostRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$`)

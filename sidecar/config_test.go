@@ -11,35 +11,45 @@ import (
 
 func TestLoadInvalid(t *testing.T) {
 	want := map[string]string{
-		"bad-check-name.yaml":            `checks[0] (my check): name "my check": use letters, digits`,
-		"bad-check-timeout.yaml":         `checks[0] (web): timeout: "5x" is not a duration`,
-		"bad-dns-type.yaml":              `checks[0] (dns): dns: type "AAAAA": unknown record type`,
-		"bad-duplicate-name.yaml":        `checks[1] (web): duplicate name, first used by checks[0]`,
-		"bad-empty.yaml":                 `config is empty`,
-		"bad-exec-command-string.yaml":   "cannot unmarshal !!str `test -e...` into []string",
-		"bad-exec-no-command.yaml":       `checks[0] (ready): exec: command: required`,
-		"bad-heartbeat.yaml":             `heartbeat: -1s must be positive`,
-		"bad-http-url.yaml":              `checks[0] (web): http: url "127.0.0.1:8080/healthz": not an http:// or https:// URL`,
-		"bad-interval.yaml":              `interval: "100" is not a duration`,
-		"bad-missing-key-file.yaml":      `key_file: key file: open testdata/no-such.key: no such file or directory`,
-		"bad-negative-fall.yaml":         `checks[0] (web): fall -1 / rise 0: must not be negative`,
-		"bad-no-checks.yaml":             `checks: at least one check is required`,
-		"bad-no-cluster.yaml":            `cluster: required`,
-		"bad-no-key-file.yaml":           `key_file: required`,
-		"bad-no-kind.yaml":               `checks[0] (web): no check kind: set one of crio, dns, exec, http`,
-		"bad-no-name.yaml":               `checks[0]: name: required`,
-		"bad-no-report-to.yaml":          `report_to: at least one URL is required`,
-		"bad-postgres-ratio.yaml":        `checks[0] (db): postgres: max_connections_used 1.5: must be in (0, 1]`,
-		"bad-preset-and-other-kind.yaml": `checks[0] (pods): more than one check kind: pods, tcp`,
-		"bad-regexp.yaml":                `checks[0] (web): http: expect_body: error parsing regexp: missing closing )`,
-		"bad-report-to-url.yaml":         `report_to[1]: "dns-b:8053" is not an http:// or https:// URL`,
-		"bad-short-key.yaml":             `key_file: key file testdata/short.key: key is 5 bytes, need at least 16`,
-		"bad-tcp-address.yaml":           `checks[0] (port): tcp: address "127.0.0.1": address 127.0.0.1: missing port in address`,
-		"bad-timeout-ge-interval.yaml":   `checks[2] (orders-db): timeout 120ms must be less than interval 100ms`,
-		"bad-two-kinds.yaml":             `checks[0] (web): more than one check kind: http, tcp`,
-		"bad-unknown-check-key.yaml":     `field expected_status not found in type sidecar.HTTPSpec`,
-		"bad-unknown-key.yaml":           `field intervl not found in type sidecar.Config`,
-		"bad-unknown-preset.yaml":        `checks[0] (k8s): preset "kubelet": unknown (one of crio, iptables, nftables, ovs, pods, vm)`,
+		"bad-check-name.yaml":              `checks[0] (my check): name "my check": use letters, digits`,
+		"bad-check-timeout.yaml":           `checks[0] (web): timeout: "5x" is not a duration`,
+		"bad-dns-type.yaml":                `checks[0] (dns): dns: type "AAAAA": unknown record type`,
+		"bad-duplicate-name.yaml":          `checks[1] (web): duplicate name, first used by checks[0]`,
+		"bad-empty.yaml":                   `config is empty`,
+		"bad-exec-command-string.yaml":     "cannot unmarshal !!str `test -e...` into []string",
+		"bad-exec-no-command.yaml":         `checks[0] (ready): exec: command: required`,
+		"bad-heartbeat.yaml":               `heartbeat: -1s must be positive`,
+		"bad-http-url.yaml":                `checks[0] (web): http: url "127.0.0.1:8080/healthz": not an http:// or https:// URL`,
+		"bad-interval.yaml":                `interval: "100" is not a duration`,
+		"bad-missing-key-file.yaml":        `key_file: key file: open testdata/no-such.key: no such file or directory`,
+		"bad-negative-fall.yaml":           `checks[0] (web): fall -1: must be between 1 and 100`,
+		"bad-fall-huge.yaml":               `checks[0] (web): fall 1000000000: must be between 1 and 100`,
+		"bad-rise-huge.yaml":               `checks[0] (web): rise 101: must be between 1 and 100`,
+		"bad-check-interval-zero.yaml":     `checks[0] (web): interval: 0s must be positive`,
+		"bad-check-interval-too-long.yaml": `checks[0] (web): interval: 2h0m0s is out of range [10ms, 1h0m0s]`,
+		"bad-interval-too-short.yaml":      `interval: 1ms is out of range [10ms, 1h0m0s]`,
+		"bad-interval-list.yaml":           `line 4: want a duration such as 100ms or 2s`,
+		"bad-heartbeat-too-long.yaml":      `heartbeat: 2m0s is out of range [10ms, 1m0s]`,
+		"bad-listen-port.yaml":             `listen: "127.0.0.1:99999": port "99999" is not a number in 0-65535`,
+		"bad-listen-port-name.yaml":        `listen: "127.0.0.1:http": port "http" is not a number in 0-65535`,
+		"bad-listen-no-port.yaml":          `listen: "127.0.0.1": address 127.0.0.1: missing port in address`,
+		"bad-no-checks.yaml":               `checks: at least one check is required`,
+		"bad-no-cluster.yaml":              `cluster: required`,
+		"bad-no-key-file.yaml":             `key_file: required`,
+		"bad-no-kind.yaml":                 `checks[0] (web): no check kind: set one of crio, dns, exec, http`,
+		"bad-no-name.yaml":                 `checks[0]: name: required`,
+		"bad-no-report-to.yaml":            `report_to: at least one URL is required`,
+		"bad-postgres-ratio.yaml":          `checks[0] (db): postgres: max_connections_used 1.5: must be in (0, 1]`,
+		"bad-preset-and-other-kind.yaml":   `checks[0] (pods): more than one check kind: pods, tcp`,
+		"bad-regexp.yaml":                  `checks[0] (web): http: expect_body: error parsing regexp: missing closing )`,
+		"bad-report-to-url.yaml":           `report_to[1]: "dns-b:8053" is not an http:// or https:// URL`,
+		"bad-short-key.yaml":               `key_file: key file testdata/short.key: key is 5 bytes, need at least 16`,
+		"bad-tcp-address.yaml":             `checks[0] (port): tcp: address "127.0.0.1": address 127.0.0.1: missing port in address`,
+		"bad-timeout-ge-interval.yaml":     `checks[2] (orders-db): timeout 120ms must be less than interval 100ms`,
+		"bad-two-kinds.yaml":               `checks[0] (web): more than one check kind: http, tcp`,
+		"bad-unknown-check-key.yaml":       `field expected_status not found in type sidecar.HTTPSpec`,
+		"bad-unknown-key.yaml":             `field intervl not found in type sidecar.Config`,
+		"bad-unknown-preset.yaml":          `checks[0] (k8s): preset "kubelet": unknown (one of crio, iptables, nftables, ovs, pods, vm)`,
 	}
 	files, _ := filepath.Glob("testdata/bad-*.yaml")
 	if len(files) != len(want) {
@@ -68,8 +78,8 @@ func TestLoadDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.HeartbeatD != DefaultHeartbeat || cfg.IntervalD != 200*time.Millisecond || cfg.Listen != DefaultListen {
-		t.Errorf("top level: heartbeat %s interval %s listen %s", cfg.HeartbeatD, cfg.IntervalD, cfg.Listen)
+	if cfg.Heartbeat.Duration != DefaultHeartbeat || cfg.Interval.Duration != 200*time.Millisecond || cfg.Listen != DefaultListen {
+		t.Errorf("top level: heartbeat %s interval %s listen %s", cfg.Heartbeat, cfg.Interval, cfg.Listen)
 	}
 	if got := cfg.Targets(); len(got) != 1 || got[0] != "http://127.0.0.1:8053/v1/report" {
 		t.Errorf("targets = %v", got)

@@ -156,7 +156,7 @@ func guard(ctx context.Context, log *slog.Logger, what string, loop func(context
 
 // reportLoop pushes at once on a change and every heartbeat otherwise.
 func (g *generation) reportLoop(ctx context.Context) {
-	hb := time.NewTimer(g.cfg.HeartbeatD)
+	hb := time.NewTimer(g.cfg.Heartbeat.Duration)
 	defer hb.Stop()
 	for {
 		reason := "heartbeat"
@@ -168,7 +168,7 @@ func (g *generation) reportLoop(ctx context.Context) {
 		case <-hb.C:
 		}
 		g.pushOnce(reason)
-		hb.Reset(g.cfg.HeartbeatD)
+		hb.Reset(g.cfg.Heartbeat.Duration)
 	}
 }
 
@@ -218,7 +218,7 @@ func (g *generation) build() report.Report {
 		Sequence:   g.s.seq.Add(1),
 		SentAt:     time.Now().UTC(),
 		Healthy:    true,
-		IntervalMS: g.cfg.IntervalD.Milliseconds(),
+		IntervalMS: g.cfg.Interval.Milliseconds(),
 	}
 	for _, run := range g.runners {
 		c, _, _, _, _ := run.snapshot()

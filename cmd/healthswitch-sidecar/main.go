@@ -81,6 +81,7 @@ func serve(args []string, stderr io.Writer) int {
 		log.Error("config", "file", *path, "err", redact.Text(err.Error()))
 		return 2
 	}
+	warn(log, *path, cfg)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -114,6 +115,7 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, s *side
 		}
 		cfg, err := sidecar.Load(path)
 		if err == nil {
+			warn(log, path, cfg)
 			err = s.Reload(cfg)
 		} else {
 			s.ReloadFailed()
@@ -121,6 +123,12 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, s *side
 		if err != nil {
 			log.Error("reload failed; keeping the running config", "file", path, "err", redact.Text(err.Error()))
 		}
+	}
+}
+
+func warn(log *slog.Logger, path string, cfg *sidecar.Config) {
+	for _, w := range cfg.Warnings {
+		log.Warn("config", "file", path, "warning", w)
 	}
 }
 
@@ -135,6 +143,9 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %s\n", *path, redact.Text(err.Error()))
 		return 2
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", *path, w)
 	}
 	results := sidecar.CheckAll(context.Background(), cfg)
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)

@@ -113,6 +113,64 @@ func TestCheckCommand(t *testing.T) {
 	}
 }
 
+// `check` validates the whole config, as the service would use it, before
+// running anything: a bad listen address or a fall no one means is exit 2.
+func TestCheckCommandValidates(t *testing.T) {
+	head := "cluster: east\nkey_file: k.key\nreport_to: [http://127.0.0.1:1]\n"
+	check := "checks:\n  - {name: ok, exec: {command: [\"true\"]}}\n"
+	tests := []struct {
+		name, config string
+		code         int
+		want         string
+	}{
+		{"listen port out of range", head + "listen: 127.0.0.1:99999\n" + check, 2, `listen: "127.0.0.1:99999": port "99999" is not a number in 0-65535`},
+		{"listen without port", head + "listen: localhost\n" + check, 2, `listen: "localhost": address localhost: missing port in address`},
+		{"fall of a billion", head + "checks:\n  - {name: ok, exec: {command: [\"true\"]}, fall: 1000000000}\n", 2, "checks[0] (ok): fall 1000000000: must be between 1 and 100"},
+		{"interval too short", head + "interval: 1ms\n" + check, 2, "interval: 1ms is out of range [10ms, 1h0m0s]"},
+		{"heartbeat not a duration", head + "heartbeat: soon\n" + check, 2, `heartbeat: "soon" is not a duration (e.g. 100ms, 2s)`},
+		{"all valid", head + "listen: '[::1]:9100'\ninterval: 50ms\nheartbeat: 1s\n" + check, 0, "ok    exec  true      ok"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(binary, "check", "-config", writeFiles(t, tc.config))
+			out, _ := cmd.CombinedOutput()
+			if code := cmd.ProcessState.ExitCode(); code != tc.code || !bytes.Contains(out, []byte(tc.want)) {
+				t.Errorf("exit %d, want %d and output containing %q:\n%s", code, tc.code, tc.want, out)
+			}
+		})
+	}
+}
+
+// A key file others can read works, with a warning that says how to fix it.
+func TestCheckCommandWarnsOnKeyFileMode(t *testing.T) {
+	path := writeFiles(t, "cluster: east\nkey_file: k.key\nreport_to: [http://127.0.0.1:1]\nchecks:\n  - {name: ok, exec: {command: [\"true\"]}}\n")
+	key := filepath.Join(filepath.Dir(path), "k.key")
+	for _, tc := range []struct {
+		mode os.FileMode
+		warn string
+	}{
+		{0o600, ""},
+		{0o640, "k.key is readable or writable by group or others (mode 0640); chmod 600 " + key},
+		{0o644, "(mode 0644)"},
+	} {
+		if err := os.Chmod(key, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(binary, "check", "-config", path)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		switch {
+		case err != nil:
+			t.Errorf("mode %04o: %v\n%s%s", tc.mode, err, stdout.String(), stderr.String())
+		case tc.warn == "" && stderr.Len() > 0:
+			t.Errorf("mode %04o: stderr %q", tc.mode, stderr.String())
+		case tc.warn != "" && (!strings.Contains(stderr.String(), "warning: key_file: ") || !strings.Contains(stderr.String(), tc.warn)):
+			t.Errorf("mode %04o: stderr %q, want a warning containing %q", tc.mode, stderr.String(), tc.warn)
+		}
+	}
+}
+
 // syncBuffer collects a child's stderr for the test to read while it runs.
 type syncBuffer struct {
 	mu sync.Mutex
