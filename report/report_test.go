@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -160,5 +161,37 @@ func TestKeyFileWarning(t *testing.T) {
 	}
 	if got := KeyFileWarning(path + ".missing"); got != "" {
 		t.Errorf("missing file: %q (LoadKey reports it)", got)
+	}
+}
+
+func TestLoadKeyRefusesWhatIsNotAKeyFile(t *testing.T) {
+	big := filepath.Join(t.TempDir(), "big")
+	os.WriteFile(big, []byte(strings.Repeat("k", MaxKeyFileSize+1)), 0o600)
+	for path, want := range map[string]string{
+		"/dev/zero":         "key file /dev/zero: not a regular file",
+		t.TempDir():         "not a regular file",
+		big:                 "over 4096 bytes",
+		"/no/such/key/file": "open /no/such/key/file: no such file or directory",
+	} {
+		if _, err := LoadKey(path); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("LoadKey(%s) = %v, want %q", path, err, want)
+		}
+	}
+}
+
+func TestLoadKeyFIFODoesNotHang(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := LoadKey(fifo); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("LoadKey(fifo) = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("LoadKey blocks on a FIFO")
 	}
 }

@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -22,8 +24,12 @@ const (
 	HeaderForwarded = "X-Healthswitch-Forwarded"
 )
 
-// MinKeySize is the shortest key LoadKey accepts.
-const MinKeySize = 16
+// MinKeySize is the shortest key LoadKey accepts, MaxKeyFileSize the
+// largest key file.
+const (
+	MinKeySize     = 16
+	MaxKeyFileSize = 4096
+)
 
 // DefaultSkew is the clock difference a receiver tolerates by default.
 const DefaultSkew = 30 * time.Second
@@ -131,11 +137,25 @@ func KeyFileWarning(path string) string {
 }
 
 // LoadKey reads a key file. Surrounding white space is ignored, so a key
-// written by `head -c 32 /dev/urandom | base64 > key` works as it is.
+// written by `head -c 32 /dev/urandom | base64 > key` works as it is. Only a
+// regular file of at most MaxKeyFileSize bytes is read: key_file pointed at
+// /dev/zero or a pipe must be an error, not a hang.
 func LoadKey(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
+	// Non-blocking, so that opening a FIFO does not wait for a writer.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("key file: %w", err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("key file %s: not a regular file", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxKeyFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("key file: %w", err)
+	}
+	if len(b) > MaxKeyFileSize {
+		return nil, fmt.Errorf("key file %s: over %d bytes", path, MaxKeyFileSize)
 	}
 	key := []byte(strings.TrimSpace(string(b)))
 	if len(key) < MinKeySize {
