@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/healthswitch/healthswitch/internal/redact"
 	"github.com/healthswitch/healthswitch/report"
 	"gopkg.in/yaml.v3"
 )
@@ -158,3 +159,12 @@ func checkListen(addr string) error {
 }
 
 var hostRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$`)
+
+// shownTargets is report_to as logs may show it: without passwords or tokens.
+func (cfg *Config) shownTargets() []string {
+	out := make([]string, len(cfg.ReportTo))
+	for i, u := range cfg.ReportTo {
+		out[i] = redact.URL(u)
+	}
+	return out
+}

@@ -243,7 +243,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	s.runCtx = ctx
 	s.gen.start(ctx, false)
 	s.log.Info("sidecar started", "cluster", s.gen.cfg.Cluster, "checks", len(s.gen.runners),
-		"report_to", s.gen.cfg.ReportTo, "listen", ln.Addr().String(), "boot_id", s.bootID, "version", Version)
+		"report_to", s.gen.cfg.shownTargets(), "listen", ln.Addr().String(), "boot_id", s.bootID, "version", Version)
 	s.mu.Unlock()
 
 	<-ctx.Done()
@@ -287,7 +287,7 @@ func (s *Sidecar) Reload(cfg *Config) error {
 		go prev.Close()
 	}
 	s.m.reloads.WithLabelValues("ok").Inc()
-	s.log.Info("config reloaded", "checks", len(cfg.Checks), "report_to", cfg.ReportTo, "listen", s.addr.String())
+	s.log.Info("config reloaded", "checks", len(cfg.Checks), "report_to", cfg.shownTargets(), "listen", s.addr.String())
 	return nil
 }
 
