@@ -210,3 +210,24 @@ func FuzzOperatorBody(f *testing.F) {
 		}
 	})
 }
+
+// Strict decoding reads the body twice (the member check, then the standard
+// decoder): the baseline is encoding/json alone on the same body.
+func BenchmarkDecode(b *testing.B) {
+	body := []byte(goodBody)
+	b.Run("strict", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := Decode(body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding-json-baseline", func(b *testing.B) {
+		for b.Loop() {
+			var r Report
+			if err := json.Unmarshal(body, &r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

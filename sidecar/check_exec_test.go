@@ -2,8 +2,10 @@ package sidecar
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -158,4 +160,32 @@ func alive(pid int) bool {
 	// The state follows the command name in parentheses.
 	i := bytes.LastIndexByte(stat, ')')
 	return i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z'
+}
+
+// The cost of a run's own cgroup, or of the subreaper's /proc sweep, beside
+// running the same command with os/exec alone.
+func BenchmarkExecRun(b *testing.B) {
+	argv := []string{"true"}
+	b.Run("os-exec-baseline", func(b *testing.B) {
+		for b.Loop() {
+			if err := exec.Command(argv[0]).Run(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	for _, mode := range []string{"cgroup", "subreaper"} {
+		b.Run(mode, func(b *testing.B) {
+			if mode == "cgroup" && cgroupParent() == "" {
+				b.Skip("no cgroup v2")
+			}
+			was := cgroupsOff.Load()
+			cgroupsOff.Store(mode == "subreaper")
+			defer cgroupsOff.Store(was)
+			for b.Loop() {
+				if r, err := runCommand(context.Background(), argv, 0); err != nil || r.exitCode != 0 {
+					b.Fatal(r.exitCode, err)
+				}
+			}
+		})
+	}
 }

@@ -222,8 +222,23 @@ func reap(pid int) {
 	}
 }
 
-// childrenOf lists the pids whose parent is ppid, from /proc.
+// childrenOf lists the pids whose parent is ppid (this process): from each
+// thread's children list where the kernel has them (CONFIG_PROC_CHILDREN),
+// a few small reads, else by scanning every /proc/PID/stat.
 func childrenOf(ppid int) []int {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", ppid))
+	if len(tasks) > 0 {
+		var out []int
+		for _, f := range tasks {
+			b, _ := os.ReadFile(f)
+			for s := range strings.FieldsSeq(string(b)) {
+				if pid, err := strconv.Atoi(s); err == nil {
+					out = append(out, pid)
+				}
+			}
+		}
+		return out
+	}
 	ents, _ := os.ReadDir("/proc")
 	var out []int
 	for _, e := range ents {
