@@ -141,6 +141,31 @@ func TestCheckCommandValidates(t *testing.T) {
 	}
 }
 
+// An exec check whose command exits 0 but leaves children behind, one holding
+// its stdout and one that left with setsid, passes at once, and when `check`
+// returns neither child is in the process table.
+func TestCheckCommandExecLeavesNothing(t *testing.T) {
+	testutil.Need(t, "setsid")
+	marker := fmt.Sprintf("%d.%d", 2000, os.Getpid())
+	script := fmt.Sprintf("sleep %s & setsid sleep %s & echo started", marker, marker)
+	path := writeFiles(t, "cluster: east\nkey_file: k.key\nreport_to: [http://127.0.0.1:1]\nchecks:\n  - {name: ready, exec: {command: [sh, -c, '"+script+"'], expect_output: started}, timeout: 5s, interval: 10s}\n")
+	start := time.Now()
+	cmd := exec.Command(binary, "check", "-config", path)
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 0 || !bytes.Contains(out, []byte("ready  exec  true      ok")) || !bytes.Contains(out, []byte("exit 0")) {
+		t.Errorf("exit %d:\n%s", code, out)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("check took %s: it waited for the children", took)
+	}
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		if cmdline, err := os.ReadFile(d + "/cmdline"); err == nil && bytes.Contains(cmdline, []byte("sleep\x00"+marker)) {
+			t.Errorf("left running: %s %q", d, cmdline)
+		}
+	}
+}
+
 // A key file others can read works, with a warning that says how to fix it.
 func TestCheckCommandWarnsOnKeyFileMode(t *testing.T) {
 	path := writeFiles(t, "cluster: east\nkey_file: k.key\nreport_to: [http://127.0.0.1:1]\nchecks:\n  - {name: ok, exec: {command: [\"true\"]}}\n")
