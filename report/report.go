@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
 )
 
@@ -53,6 +54,11 @@ type Notification struct {
 	Epoch   uint64    `json:"epoch"`
 	At      time.Time `json:"at"`
 }
+
+// ClusterName is what a cluster may be called: the Corefile's rule, so a
+// sidecar config naming a cluster no DNS server can have is refused where
+// it is written, not answered 404 on every push.
+var ClusterName = regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$`)
 
 // Notification actions.
 const (

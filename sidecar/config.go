@@ -82,6 +82,9 @@ func (cfg *Config) validate(dir string) error {
 	if cfg.Cluster == "" {
 		return errors.New("cluster: required")
 	}
+	if !report.ClusterName.MatchString(cfg.Cluster) {
+		return fmt.Errorf("cluster %q: use lower-case letters, digits, '-' and '_', as in the Corefile", cfg.Cluster)
+	}
 	if cfg.KeyFile == "" {
 		return errors.New("key_file: required")
 	}

@@ -35,6 +35,7 @@ func TestLoadInvalid(t *testing.T) {
 		"bad-listen-no-port.yaml":          `listen: "127.0.0.1": address 127.0.0.1: missing port in address`,
 		"bad-no-checks.yaml":               `checks: at least one check is required`,
 		"bad-no-cluster.yaml":              `cluster: required`,
+		"bad-cluster-name.yaml":            `cluster "East": use lower-case letters, digits, '-' and '_', as in the Corefile`,
 		"bad-no-key-file.yaml":             `key_file: required`,
 		"bad-no-kind.yaml":                 `checks[0] (web): no check kind: set one of crio, dns, exec, http`,
 		"bad-no-name.yaml":                 `checks[0]: name: required`,
