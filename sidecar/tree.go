@@ -81,6 +81,7 @@ func startInTree(argv []string, out *os.File) (*exec.Cmd, *tree, error) {
 		syscall.Close(fd)
 		if err == nil {
 			t.pid, t.cg = cmd.Process.Pid, dir
+			started.Store(t.pid, struct{}{}) // in case another run sweeps as subreaper
 			return cmd, t, nil
 		}
 		os.Remove(dir)
