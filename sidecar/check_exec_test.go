@@ -107,6 +107,18 @@ func TestExecLeavesNothing(t *testing.T) {
 				{"children of a setsid child", `setsid sh -c "SLEEP & SLEEP" & echo started`, 0, true, "exit 0"},
 				{"own failure with a child left", "SLEEP & exit 1", 0, false, "sh exited 1, want 0"},
 			}
+			// A child other code of the sidecar started and keeps is not a
+			// command's leftover: the runs leave it alone.
+			keeper := exec.Command("sleep", fmt.Sprintf("999.%d", os.Getpid()))
+			if err := keeper.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { keeper.Process.Kill(); keeper.Wait() })
+			t.Cleanup(func() {
+				if !alive(keeper.Process.Pid) {
+					t.Error("the sidecar's own child was killed by a run")
+				}
+			})
 			for _, tc := range tests {
 				t.Run(tc.name, func(t *testing.T) {
 					n++

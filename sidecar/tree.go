@@ -189,7 +189,9 @@ func cgroupPids(dir string) []int {
 
 // reapOrphans kills and reaps the processes re-parented to this (subreaper)
 // process: children it did not start itself are what a command left
-// behind. Their own children are re-parented in turn, so it sweeps until
+// behind. A child still in the sidecar's own process group was started by
+// other code of the sidecar (commands run here get their own group) and is
+// left alone. Their own children are re-parented in turn, so it sweeps until
 // none is left (bounded).
 func reapOrphans() {
 	startMu.Lock()
@@ -198,7 +200,7 @@ func reapOrphans() {
 	for range 16 {
 		orphans := 0
 		for _, pid := range childrenOf(self) {
-			if _, ours := started.Load(pid); ours {
+			if _, ours := started.Load(pid); ours || inOurGroup(pid) {
 				continue
 			}
 			orphans++
@@ -254,21 +256,32 @@ func childrenOf(ppid int) []int {
 	return out
 }
 
-// parentOf reads the parent pid from /proc/PID/stat (the field after the
-// state, which follows the command name in parentheses).
+// parentOf reads the parent pid from /proc/PID/stat.
 func parentOf(pid int) (int, bool) {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := strings.Fields(string(stat[i+1:]))
-	if len(f) < 2 {
+	f := statFields(pid)
+	if len(f) < 3 {
 		return 0, false
 	}
 	p, err := strconv.Atoi(f[1])
 	return p, err == nil
+}
+
+// inOurGroup says whether pid is in this process's process group.
+func inOurGroup(pid int) bool {
+	f := statFields(pid)
+	return len(f) >= 3 && f[2] == strconv.Itoa(syscall.Getpgrp())
+}
+
+// statFields are the fields of /proc/PID/stat after the command name (in
+// parentheses, which may hold spaces): state, ppid, pgrp, ...
+func statFields(pid int) []string {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(stat[i+1:]))
 }
