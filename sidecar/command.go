@@ -18,10 +18,12 @@ const DefaultOutputLimit = 4096
 // killed (for them to go, for the output pipe to end).
 const waitDelay = 500 * time.Millisecond
 
-// outputGrace is how long output is still read once the command has exited
-// and the rest of its tree has been killed: the pipe ends as soon as the
-// last holder is gone, this only bounds a holder the kill could not reach.
-const outputGrace = 100 * time.Millisecond
+// outputGrace bounds how long output is still read once the command has
+// exited and the rest of its tree has been killed. The pipe ends as soon as
+// the last holder is gone, which is at once: this only bounds a holder the
+// kill could not reach, and is generous so that a loaded machine does not
+// lose output already written.
+const outputGrace = waitDelay
 
 // cmdResult is what one command run produced.
 type cmdResult struct {

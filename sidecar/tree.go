@@ -39,7 +39,7 @@ var (
 	// startMu keeps the orphan sweep from taking a command that was just
 	// forked for an orphan: starts share it, the sweep holds it alone.
 	startMu sync.RWMutex
-	started sync.Map // pid -> struct{}: the commands this process runs
+	started pidSet
 )
 
 const cgroup2Magic = 0x63677270 // CGROUP2_SUPER_MAGIC
@@ -73,33 +73,42 @@ var cgroupParent = sync.OnceValue(func() string {
 func startInTree(argv []string, out *os.File) (*exec.Cmd, *tree, error) {
 	startMu.RLock()
 	defer startMu.RUnlock()
-	t := &tree{}
 	cmd := command(argv, out)
+	if cmd.Err != nil {
+		return nil, nil, cmd.Err // not found: nothing to start
+	}
 	if dir, fd, ok := newRunCgroup(); ok {
 		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
 		err := cmd.Start()
 		syscall.Close(fd)
 		if err == nil {
-			t.pid, t.cg = cmd.Process.Pid, dir
-			started.Store(t.pid, struct{}{}) // in case another run sweeps as subreaper
-			return cmd, t, nil
+			return cmd, started.add(cmd, dir), nil
 		}
 		os.Remove(dir)
-		if _, lookErr := exec.LookPath(argv[0]); lookErr != nil {
-			return nil, nil, err // not the cgroup's fault
-		}
-		// The kernel would not start a process in the cgroup (an old kernel,
-		// a delegation that forbids it): from now on, the subreaper way.
-		cgroupsOff.Store(true)
+		// Either the command cannot start at all, or the kernel would not
+		// start it in the cgroup (an old kernel, a delegation that forbids
+		// it). One try without tells which.
 		cmd = command(argv, out)
+		becomeSubreaper()
+		if err := cmd.Start(); err != nil {
+			return nil, nil, err
+		}
+		cgroupsOff.Store(true) // it was the cgroup: from now on, the subreaper way
+		return cmd, started.add(cmd, ""), nil
 	}
 	becomeSubreaper()
 	if err := cmd.Start(); err != nil {
 		return nil, nil, err
 	}
-	t.pid = cmd.Process.Pid
-	started.Store(t.pid, struct{}{})
-	return cmd, t, nil
+	return cmd, started.add(cmd, ""), nil
+}
+
+// pidSet is the commands this process runs, which the orphan sweep spares.
+type pidSet struct{ sync.Map }
+
+func (s *pidSet) add(cmd *exec.Cmd, cg string) *tree {
+	s.Store(cmd.Process.Pid, struct{}{})
+	return &tree{pid: cmd.Process.Pid, cg: cg}
 }
 
 func command(argv []string, out *os.File) *exec.Cmd {
@@ -128,8 +137,13 @@ func newRunCgroup() (dir string, fd int, ok bool) {
 	return dir, fd, true
 }
 
+// subreaping is set once this process is a child subreaper: from then on
+// every run ends with the orphan sweep, cgroup or not, or the processes a
+// cgroup.kill ended would stay zombies of the sidecar.
+var subreaping atomic.Bool
+
 var becomeSubreaper = sync.OnceFunc(func() {
-	_ = setChildSubreaper()
+	subreaping.Store(setChildSubreaper() == nil)
 })
 
 func setChildSubreaper() error {
@@ -158,6 +172,9 @@ func (t *tree) kill() {
 	deadline := time.Now().Add(waitDelay)
 	for len(cgroupPids(t.cg)) > 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
+	}
+	if subreaping.Load() {
+		reapOrphans()
 	}
 }
 
