@@ -30,6 +30,11 @@ func URL(s string) string {
 	if authEnd < 0 {
 		authEnd = len(rest)
 	}
+	// "a://b://u:pw@h": the second URL starts inside what would be the
+	// first one's authority, and is redacted on its own below.
+	if j := nestedStart(rest); j >= 0 && j < authEnd {
+		authEnd = j
+	}
 	auth, tail := rest[:authEnd], rest[authEnd:]
 	// The last '@' ends the user information: a password may contain '@'.
 	if at := strings.LastIndexByte(auth, '@'); at >= 0 {
@@ -39,14 +44,22 @@ func URL(s string) string {
 	}
 	tail = query(tail)
 	// A URL can carry another in its path or query (a proxy's target).
-	if i := strings.Index(tail, "://"); i >= 0 {
-		j := i
-		for j > 0 && isSchemeByte(tail[j-1]) {
-			j--
-		}
+	if j := nestedStart(tail); j >= 0 {
 		tail = tail[:j] + URL(tail[j:])
 	}
 	return s[:scheme+3] + auth + tail
+}
+
+// nestedStart is where the scheme of the first "://" in s begins, or -1.
+func nestedStart(s string) int {
+	i := strings.Index(s, "://")
+	if i < 0 {
+		return -1
+	}
+	for i > 0 && isSchemeByte(s[i-1]) {
+		i--
+	}
+	return i
 }
 
 func isSchemeByte(c byte) bool {
