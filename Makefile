@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GOFLAGS_BUILD := -trimpath -ldflags="$(LDFLAGS)"
 
-.PHONY: help deps build test test-short lint fmt demo demo-fail demo-heal demo-failover bench clean
+.PHONY: help deps build test test-short lint fmt fuzz demo demo-fail demo-heal demo-failover bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -30,6 +30,17 @@ test-short: ## quick unit tests only
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+FUZZTIME ?= 30s
+fuzz: ## run every fuzz target in the repo for FUZZTIME each (default 30s): make fuzz FUZZTIME=10m
+	@pkgs=$$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); \
+	for pkg in $$pkgs; do \
+		for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "== $$pkg $$target ($(FUZZTIME))"; \
+			out=$$($(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg 2>&1) || { echo "$$out"; exit 1; }; \
+			echo "$$out" | tail -n 3; \
+		done; \
+	done
 
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')

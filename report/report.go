@@ -8,10 +8,10 @@
 package report
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
 )
 
@@ -55,6 +55,11 @@ type Notification struct {
 	At      time.Time `json:"at"`
 }
 
+// ClusterName is what a cluster may be called: the Corefile's rule, so a
+// sidecar config naming a cluster no DNS server can have is refused where
+// it is written, not answered 404 on every push.
+var ClusterName = regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$`)
+
 // Notification actions.
 const (
 	ActionStop   = "stop"
@@ -64,17 +69,14 @@ const (
 // ErrMalformed wraps every decoding and validation failure of Decode.
 var ErrMalformed = errors.New("malformed report")
 
-// Decode parses and validates a report body. Unknown fields are rejected so a
-// typo in a hand-written report is an error, not a silently healthy cluster.
+// Decode parses and validates a report body with DecodeStrict: unknown,
+// case-variant and repeated members and trailing data are refused, so a typo
+// in a hand-written report ("Healthy") is an error, not a silently healthy
+// cluster.
 func Decode(body []byte) (Report, error) {
 	var r Report
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
+	if err := DecodeStrict(body, &r); err != nil {
 		return Report{}, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if dec.More() {
-		return Report{}, fmt.Errorf("%w: trailing data after the JSON object", ErrMalformed)
 	}
 	if err := r.Validate(); err != nil {
 		return Report{}, err

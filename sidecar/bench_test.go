@@ -30,7 +30,7 @@ checks:
 	for range b.N {
 		// Recovery is seen right after a check run; without a random pause
 		// every fault would land at the same phase of the check's timer.
-		time.Sleep(rand.N(cfg.IntervalD))
+		time.Sleep(rand.N(cfg.Interval.Duration))
 		web.code.Store(500)
 		start := time.Now()
 		r := rc.waitFor(b, 2*time.Second, "unhealthy", func(r report.Report) bool { return !r.Healthy })

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/healthswitch/healthswitch/internal/redact"
 )
 
 // Version is sent in the User-Agent of HTTP checks and pushes; main sets it.
@@ -27,13 +29,13 @@ const maxDetail = 256
 // Check is one configured check: the YAML fields, exactly one kind block
 // (a preset name fills in its block with defaults), and what load compiled.
 type Check struct {
-	Name     string `yaml:"name"`
-	Preset   string `yaml:"preset"`
-	Interval string `yaml:"interval"`
-	Timeout  string `yaml:"timeout"`
-	Fall     int    `yaml:"fall"`
-	Rise     int    `yaml:"rise"`
-	Critical *bool  `yaml:"critical"`
+	Name     string    `yaml:"name"`
+	Preset   string    `yaml:"preset"`
+	Interval *Duration `yaml:"interval"` // default: the top-level interval
+	Timeout  *Duration `yaml:"timeout"`  // default: 80% of the interval
+	Fall     int       `yaml:"fall"`
+	Rise     int       `yaml:"rise"`
+	Critical *bool     `yaml:"critical"`
 
 	HTTP     *HTTPSpec     `yaml:"http"`
 	TCP      *TCPSpec      `yaml:"tcp"`
@@ -67,12 +69,15 @@ type Result struct {
 	Duration time.Duration
 }
 
-// Why is the one-line reason shown in reports, /status and the check table.
+// Why is the one-line reason shown in reports, /status, logs and the check
+// table. Secrets are taken out first: an error quoting a check's URL or DSN
+// would otherwise carry its password to every DNS server.
 func (r Result) Why() string {
 	s := r.Detail
 	if r.Err != nil {
 		s = r.Err.Error()
 	}
+	s = redact.Text(s)
 	if len(s) > maxDetail {
 		s = s[:maxDetail] + "…"
 	}
@@ -194,34 +199,44 @@ func (c *Check) compile(interval time.Duration) error {
 	return nil
 }
 
-func (c *Check) compileTiming(interval time.Duration) (err error) {
+func (c *Check) compileTiming(interval time.Duration) error {
 	c.interval = interval
-	if c.Interval != "" {
-		if c.interval, err = positiveDuration("interval", c.Interval); err != nil {
+	if c.Interval != nil {
+		if err := c.Interval.within("interval", MinInterval, MaxInterval); err != nil {
 			return err
 		}
+		c.interval = c.Interval.Duration
 	}
 	c.timeout = c.interval * 8 / 10
-	if c.Timeout != "" {
-		if c.timeout, err = positiveDuration("timeout", c.Timeout); err != nil {
+	if c.Timeout != nil {
+		if err := c.Timeout.within("timeout", MinTimeout, MaxInterval); err != nil {
 			return err
 		}
+		c.timeout = c.Timeout.Duration
 	}
 	if c.timeout >= c.interval {
 		return fmt.Errorf("timeout %s must be less than interval %s", c.timeout, c.interval)
 	}
-	if c.Fall < 0 || c.Rise < 0 {
-		return fmt.Errorf("fall %d / rise %d: must not be negative", c.Fall, c.Rise)
+	var err error
+	if c.fall, err = count("fall", c.Fall, DefaultFall); err != nil {
+		return err
 	}
-	c.fall, c.rise = c.Fall, c.Rise
-	if c.fall == 0 {
-		c.fall = DefaultFall
-	}
-	if c.rise == 0 {
-		c.rise = DefaultRise
+	if c.rise, err = count("rise", c.Rise, DefaultRise); err != nil {
+		return err
 	}
 	c.critical = c.Critical == nil || *c.Critical
 	return nil
+}
+
+// count validates fall or rise: 0 (unset) takes the default.
+func count(field string, n, def int) (int, error) {
+	switch {
+	case n == 0:
+		return def, nil
+	case n < 1 || n > MaxFallRise:
+		return 0, fmt.Errorf("%s %d: must be between 1 and %d", field, n, MaxFallRise)
+	}
+	return n, nil
 }
 
 // Kind is the check's kind (for a preset, the preset's name).
@@ -247,6 +262,7 @@ func (c *Check) Run(ctx context.Context) (r Result) {
 			r.Output = r.Output[:min(len(r.Output), 4096)]
 		}
 		r.At, r.Duration = start, time.Since(start)
+		r.Output = redact.Text(r.Output)
 		if !r.Healthy && r.Err == nil {
 			r.Err = errors.New("unhealthy")
 		}

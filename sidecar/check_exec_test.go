@@ -2,11 +2,17 @@ package sidecar
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/healthswitch/healthswitch/internal/testutil"
 )
 
 func TestExecCheck(t *testing.T) {
@@ -50,8 +56,9 @@ func TestExecTimeoutKillsGroup(t *testing.T) {
 	}{
 		// The shell waits on a grandchild that would sleep far past the timeout.
 		{"hang", "sleep 30 & echo $!; wait", false, "timed out after 200ms"},
-		// The shell exits at once but leaves a grandchild holding the output pipe.
-		{"background child", "sleep 30 & echo $!", false, "timed out after 200ms"},
+		// The shell exits at once but leaves a grandchild holding the output
+		// pipe: the run is judged by the shell's exit, the child still dies.
+		{"background child", "sleep 30 & echo $!", true, "exit 0"},
 		// The grandchild has let go of the pipe; the run passes, the child still dies.
 		{"detached child", "sleep 30 >/dev/null 2>&1 & echo $!", true, "exit 0"},
 	}
@@ -72,6 +79,91 @@ func TestExecTimeoutKillsGroup(t *testing.T) {
 	}
 }
 
+// A command is judged by its own exit, and nothing it starts outlives its run:
+// not a child in its process group holding the output pipe, not a child that
+// left the group with setsid, nor that child's children. Both ways of
+// killing the tree are tried: a cgroup per run, and (where there is no
+// writable cgroup v2) the sidecar as child subreaper.
+func TestExecLeavesNothing(t *testing.T) {
+	for _, mode := range []string{"cgroup", "subreaper"} {
+		t.Run(mode, func(t *testing.T) {
+			testutil.Need(t, "setsid")
+			if mode == "cgroup" && cgroupParent() == "" {
+				testutil.Missing(t, "no cgroup v2 here")
+			}
+			was := cgroupsOff.Load()
+			cgroupsOff.Store(mode == "subreaper")
+			t.Cleanup(func() { cgroupsOff.Store(was) })
+			n := 0
+			tests := []struct {
+				name, script string // SLEEP is replaced by a sleep with a unique argument
+				exitCode     int
+				healthy      bool
+				why          string
+			}{
+				{"background child holds stdout", "SLEEP & echo started", 0, true, "exit 0"},
+				{"setsid child", "setsid SLEEP >/dev/null 2>&1 & echo started", 0, true, "exit 0"},
+				{"setsid child holds stdout", "setsid SLEEP & echo started; exit 3", 3, true, "exit 3"},
+				{"children of a setsid child", `setsid sh -c "SLEEP & SLEEP" & echo started`, 0, true, "exit 0"},
+				{"own failure with a child left", "SLEEP & exit 1", 0, false, "sh exited 1, want 0"},
+			}
+			// A child other code of the sidecar started and keeps is not a
+			// command's leftover: the runs leave it alone.
+			keeper := exec.Command("sleep", fmt.Sprintf("999.%d", os.Getpid()))
+			if err := keeper.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { keeper.Process.Kill(); keeper.Wait() })
+			t.Cleanup(func() {
+				if !alive(keeper.Process.Pid) {
+					t.Error("the sidecar's own child was killed by a run")
+				}
+			})
+			for _, tc := range tests {
+				t.Run(tc.name, func(t *testing.T) {
+					n++
+					marker := fmt.Sprintf("%d.%d", 1000+n, os.Getpid())
+					script := strings.ReplaceAll(tc.script, "SLEEP", "sleep "+marker)
+					c := newCheck(t, fmt.Sprintf("exec: {command: [sh, -c, '%s'], exit_code: %d}\ninterval: 10s\ntimeout: 5s", script, tc.exitCode))
+					start := time.Now()
+					expect(t, c, tc.healthy, tc.why)
+					// The children sleep for ever: waiting for them would take
+					// the whole 5 s timeout.
+					if took := time.Since(start); took > 4*time.Second {
+						t.Errorf("run took %s: it waited for a child", took)
+					}
+					if left := processesWith("sleep\x00" + marker); len(left) > 0 {
+						t.Errorf("left running after the run: %v", left)
+					}
+					if mode == "cgroup" {
+						if cgroupsOff.Load() {
+							t.Fatal("cgroups could not be used: the run fell back to the subreaper")
+						}
+						runs, _ := filepath.Glob(filepath.Join(cgroupParent(), fmt.Sprintf("hs-exec-%d-*", os.Getpid())))
+						if len(runs) > 0 {
+							t.Errorf("cgroups left: %v", runs)
+						}
+					}
+				})
+			}
+		})
+	}
+}
+
+// processesWith scans /proc for live processes whose command line contains
+// s (zombies have none).
+func processesWith(s string) []string {
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	var out []string
+	for _, d := range dirs {
+		cmdline, err := os.ReadFile(d + "/cmdline")
+		if err == nil && bytes.Contains(cmdline, []byte(s)) {
+			out = append(out, filepath.Base(d)+": "+strings.ReplaceAll(string(cmdline), "\x00", " "))
+		}
+	}
+	return out
+}
+
 // alive says whether pid is a live process: gone or a zombie waiting for its
 // (new) parent to reap it both count as dead.
 func alive(pid int) bool {
@@ -82,4 +174,32 @@ func alive(pid int) bool {
 	// The state follows the command name in parentheses.
 	i := bytes.LastIndexByte(stat, ')')
 	return i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z'
+}
+
+// The cost of a run's own cgroup, or of the subreaper's /proc sweep, beside
+// running the same command with os/exec alone.
+func BenchmarkExecRun(b *testing.B) {
+	argv := []string{"true"}
+	b.Run("os-exec-baseline", func(b *testing.B) {
+		for b.Loop() {
+			if err := exec.Command(argv[0]).Run(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	for _, mode := range []string{"cgroup", "subreaper"} {
+		b.Run(mode, func(b *testing.B) {
+			if mode == "cgroup" && cgroupParent() == "" {
+				b.Skip("no cgroup v2")
+			}
+			was := cgroupsOff.Load()
+			cgroupsOff.Store(mode == "subreaper")
+			defer cgroupsOff.Store(was)
+			for b.Loop() {
+				if r, err := runCommand(context.Background(), argv, 0); err != nil || r.exitCode != 0 {
+					b.Fatal(r.exitCode, err)
+				}
+			}
+		})
+	}
 }

@@ -52,7 +52,7 @@ func (s *MySQLSpec) compile(c *Check) (err error) {
 
 func (s *MySQLSpec) redact(err error) error {
 	if s.cfg != nil {
-		return redact(err, s.cfg.Passwd)
+		return redactErr(err, s.cfg.Passwd)
 	}
 	// A DSN that does not parse: its password is what lies between the
 	// first ':' and the last '@' ([user[:password]@][net[(addr)]]/db).
@@ -60,7 +60,7 @@ func (s *MySQLSpec) redact(err error) error {
 	if !ok {
 		return err
 	}
-	return redact(err, s.DSN[len(user)+1:strings.LastIndex(s.DSN, "@")])
+	return redactErr(err, s.DSN[len(user)+1:strings.LastIndex(s.DSN, "@")])
 }
 
 // open returns the check's pool of one connection. database/sql replaces a

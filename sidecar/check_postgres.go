@@ -26,10 +26,24 @@ type PostgresSpec struct {
 
 // connectionsQuery counts client connections only: PostgreSQL's own
 // background processes also appear in pg_stat_activity but do not use up
-// max_connections slots.
+// max_connections slots. The slots kept for superusers
+// (superuser_reserved_connections) and for roles with pg_use_reserved_connections
+// (reserved_connections, PostgreSQL 16+; NULL before) are not open to
+// applications: a server with every other slot taken refuses them ("remaining
+// connection slots are reserved") while it still has slots free.
 const connectionsQuery = `SELECT count(*) FILTER (WHERE backend_type = 'client backend'),
-       current_setting('max_connections')::int
+       current_setting('max_connections')::int,
+       current_setting('superuser_reserved_connections')::int
+         + coalesce(current_setting('reserved_connections', true)::int, 0)
 FROM pg_stat_activity`
+
+// slots is what connectionsQuery found.
+type slots struct {
+	used, max, reserved int
+}
+
+// open is how many connections applications may hold.
+func (c slots) open() int { return c.max - c.reserved }
 
 func (s *PostgresSpec) compile(*Check) (err error) {
 	if s.DSN == "" {
@@ -53,39 +67,43 @@ func probePostgres(ctx context.Context, c *Check) Result {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	hadConn := s.conn != nil
-	used, limit, err := s.query(ctx)
+	n, err := s.query(ctx)
 	if err != nil && hadConn && ctx.Err() == nil {
 		// The kept connection may have died with a server restart that is
 		// already over: one fresh try before calling the database down.
-		used, limit, err = s.query(ctx)
+		n, err = s.query(ctx)
 	}
 	if err != nil {
 		return fail(fmt.Errorf("postgres %s: %w", s.cfg.Host, err))
 	}
-	ratio := float64(used) / float64(limit)
-	if ratio > s.MaxConnectionsUsed {
-		return fail(fmt.Errorf("postgres %s: %d of %d connections in use (%.0f%% > %.0f%%)", s.cfg.Host, used, limit, 100*ratio, 100*s.MaxConnectionsUsed))
+	inUse := fmt.Sprintf("%d of %d connections in use (%d more reserved)", n.used, n.open(), n.reserved)
+	if n.used >= n.open() {
+		return fail(fmt.Errorf("postgres %s: %s: full, applications are refused", s.cfg.Host, inUse))
 	}
-	return pass("%d of %d connections in use", used, limit)
+	ratio := float64(n.used) / float64(n.open())
+	if ratio > s.MaxConnectionsUsed {
+		return fail(fmt.Errorf("postgres %s: %s: %.0f%% > %.0f%%", s.cfg.Host, inUse, 100*ratio, 100*s.MaxConnectionsUsed))
+	}
+	return pass("%s", inUse)
 }
 
 // query runs the check's query on the kept connection, opening one if
 // needed; on any error the connection is dropped.
-func (s *PostgresSpec) query(ctx context.Context) (used, limit int, err error) {
+func (s *PostgresSpec) query(ctx context.Context) (n slots, err error) {
 	if s.conn == nil {
 		if s.conn, err = pgx.ConnectConfig(ctx, s.cfg); err != nil {
 			s.conn = nil
-			return 0, 0, err
+			return n, err
 		}
 	}
-	if err = s.conn.QueryRow(ctx, connectionsQuery).Scan(&used, &limit); err != nil {
+	if err = s.conn.QueryRow(ctx, connectionsQuery).Scan(&n.used, &n.max, &n.reserved); err != nil {
 		s.dropLocked()
-		return 0, 0, err
+		return n, err
 	}
-	if limit <= 0 {
-		return 0, 0, fmt.Errorf("max_connections is %d", limit)
+	if n.open() <= 0 {
+		return n, fmt.Errorf("max_connections %d leaves no connection to applications (%d reserved)", n.max, n.reserved)
 	}
-	return used, limit, nil
+	return n, nil
 }
 
 func (s *PostgresSpec) dropLocked() {

@@ -84,7 +84,7 @@ func probeRedis(ctx context.Context, c *Check) Result {
 		info, err = s.query(ctx)
 	}
 	if err != nil {
-		return fail(fmt.Errorf("redis %s: %w", s.Address, redact(err, s.Password)))
+		return fail(fmt.Errorf("redis %s: %w", s.Address, redactErr(err, s.Password)))
 	}
 	return s.judge(info)
 }
@@ -182,13 +182,13 @@ func watchRedis(ctx context.Context, c *Check, wake func()) error {
 		defer cancel()
 		conn, err := s.dial(hello)
 		if err != nil {
-			return redact(err, s.Password)
+			return redactErr(err, s.Password)
 		}
 		defer conn.Close()
 		stop := context.AfterFunc(ctx, func() { conn.Close() })
 		defer stop()
 		if _, err := conn.do(hello, []string{"PING"}); err != nil {
-			return redact(err, s.Password)
+			return redactErr(err, s.Password)
 		}
 		ready()
 		conn.SetDeadline(time.Time{})

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"os/exec"
 	"syscall"
 	"time"
@@ -12,8 +14,16 @@ import (
 // DefaultOutputLimit caps the output kept from a command.
 const DefaultOutputLimit = 4096
 
-// waitDelay bounds how long Wait may take once the group has been killed.
+// waitDelay bounds how long a run may wait once its processes have been
+// killed (for them to go, for the output pipe to end).
 const waitDelay = 500 * time.Millisecond
+
+// outputGrace bounds how long output is still read once the command has
+// exited and the rest of its tree has been killed. The pipe ends as soon as
+// the last holder is gone, which is at once: this only bounds a holder the
+// kill could not reach, and is generous so that a loaded machine does not
+// lose output already written.
+const outputGrace = waitDelay
 
 // cmdResult is what one command run produced.
 type cmdResult struct {
@@ -22,29 +32,56 @@ type cmdResult struct {
 	exitCode  int // -1 when killed by a signal
 }
 
-// runCommand runs argv (no shell) in its own process group, keeps at most
-// limit bytes of its combined output, and on the context's end kills the
-// whole group, so nothing the command started outlives the check. An error
-// means it could not be started or did not finish; a non-zero exit is not an
-// error here, the caller judges the exit code.
+// runCommand runs argv (no shell) and keeps at most limit bytes of its
+// combined output. The result is the command's own exit: a background child
+// that still holds the output pipe does not hold the run, and nothing the
+// command started outlives the run, setsid or not: each run has its own
+// cgroup that is killed whole at the end (see tree). An error means it could
+// not be started or did not finish in time; a non-zero exit is not an error
+// here, the caller judges the exit code.
 func runCommand(ctx context.Context, argv []string, limit int) (cmdResult, error) {
 	if limit <= 0 {
 		limit = DefaultOutputLimit
 	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	out := &capWriter{limit: limit}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return killGroup(cmd) }
-	cmd.WaitDelay = waitDelay
-	err := cmd.Run()
-	// A command that exits but leaves a background child in its group must not
-	// leave it running either. The group id is the leader's pid; the members
-	// still hold it, so it cannot have been reused while any of them lives.
-	if cmd.Process != nil {
-		_ = killGroup(cmd)
+	res := cmdResult{exitCode: -1}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return res, fmt.Errorf("%s: %w", argv[0], err)
 	}
-	res := cmdResult{out: out.buf, truncated: out.dropped > 0, exitCode: -1}
+	defer pr.Close()
+	// The command writes to the pipe itself (an *os.File), so Wait returns
+	// when the command exits, not when every holder of the pipe has closed it.
+	cmd, t, err := startInTree(argv, pw)
+	pw.Close()
+	if err != nil {
+		return res, fmt.Errorf("%s: %w", argv[0], err)
+	}
+	defer t.release()
+
+	out := &capWriter{limit: limit}
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		io.Copy(out, pr)
+	}()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var waitErr error
+	select {
+	case waitErr = <-exited:
+	case <-ctx.Done():
+		t.kill()
+		waitErr = <-exited
+	}
+	t.kill()
+	select {
+	case <-copied:
+	case <-time.After(outputGrace):
+		pr.Close() // ends the copy
+		<-copied
+	}
+
+	res.out, res.truncated = out.buf, out.dropped > 0
 	if cmd.ProcessState != nil {
 		res.exitCode = cmd.ProcessState.ExitCode()
 	}
@@ -52,19 +89,18 @@ func runCommand(ctx context.Context, argv []string, limit int) (cmdResult, error
 	switch {
 	case ctx.Err() != nil:
 		return res, fmt.Errorf("%s: %w", argv[0], ctx.Err())
-	case err == nil, errors.As(err, &exitErr):
+	case waitErr == nil, errors.As(waitErr, &exitErr):
 		return res, nil
 	default:
-		return res, fmt.Errorf("%s: %w", argv[0], err)
+		return res, fmt.Errorf("%s: %w", argv[0], waitErr)
 	}
 }
 
-func killGroup(cmd *exec.Cmd) error {
-	err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	if errors.Is(err, syscall.ESRCH) {
-		return nil
-	}
-	return err
+// killGroup kills the process group led by pid. The group id is the
+// leader's pid; members still hold it, so it cannot have been reused while
+// any of them lives.
+func killGroup(pid int) {
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
 }
 
 // capWriter keeps the first limit bytes and drains the rest, so a chatty

@@ -8,13 +8,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/healthswitch/healthswitch/internal/redact"
 	"github.com/healthswitch/healthswitch/report"
 	"gopkg.in/yaml.v3"
 )
@@ -26,23 +30,23 @@ const (
 	DefaultListen    = "127.0.0.1:9100"
 )
 
-// Config is the sidecar's YAML file (Contract 4). Durations are Go duration
-// strings; they are parsed at load time into the unexported fields.
+// Config is the sidecar's YAML file (Contract 4).
 type Config struct {
 	Cluster   string   `yaml:"cluster"`
 	KeyFile   KeyFiles `yaml:"key_file"`
 	ReportTo  []string `yaml:"report_to"`
-	Interval  string   `yaml:"interval"`
-	Heartbeat string   `yaml:"heartbeat"`
+	Interval  Duration `yaml:"interval"`
+	Heartbeat Duration `yaml:"heartbeat"`
 	Listen    string   `yaml:"listen"`
 	Checks    []*Check `yaml:"checks"`
 
 	Ingress []*IngressAction `yaml:"ingress"` // told to stop/resume by POST /v1/distribution
 
-	Key          []byte        `yaml:"-"`
-	Keys         [][]byte      `yaml:"-"` // every key_file; Key is the first
-	IntervalD    time.Duration `yaml:"-"`
-	HeartbeatD   time.Duration `yaml:"-"`
+	Key  []byte   `yaml:"-"`
+	Keys [][]byte `yaml:"-"` // every key_file; Key is the first
+	// Warnings are what loading found doubtful but not wrong (a key file
+	// others can read); `check` prints them, the service logs them.
+	Warnings     []string `yaml:"-"`
 	reportToURLs []string
 }
 
@@ -59,8 +63,8 @@ func Load(path string) (*Config, error) {
 // Parse decodes and validates a config; dir resolves a relative key_file.
 func Parse(data []byte, dir string) (*Config, error) {
 	cfg := &Config{
-		Interval:  DefaultInterval.String(),
-		Heartbeat: DefaultHeartbeat.String(),
+		Interval:  Duration{Duration: DefaultInterval},
+		Heartbeat: Duration{Duration: DefaultHeartbeat},
 		Listen:    DefaultListen,
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -78,9 +82,11 @@ func Parse(data []byte, dir string) (*Config, error) {
 }
 
 func (cfg *Config) validate(dir string) error {
-	var err error
 	if cfg.Cluster == "" {
 		return errors.New("cluster: required")
+	}
+	if !report.ClusterName.MatchString(cfg.Cluster) {
+		return fmt.Errorf("cluster %q: use lower-case letters, digits, '-' and '_', as in the Corefile", cfg.Cluster)
 	}
 	if len(cfg.KeyFile) == 0 || slices.Contains(cfg.KeyFile, "") {
 		return errors.New("key_file: required")
@@ -94,6 +100,9 @@ func (cfg *Config) validate(dir string) error {
 			return fmt.Errorf("key_file: %w", err)
 		}
 		cfg.Keys = append(cfg.Keys, key)
+		if w := report.KeyFileWarning(kf); w != "" {
+			cfg.Warnings = append(cfg.Warnings, "key_file: "+w)
+		}
 	}
 	cfg.Key = cfg.Keys[0]
 	if len(cfg.ReportTo) == 0 {
@@ -106,14 +115,14 @@ func (cfg *Config) validate(dir string) error {
 		}
 		cfg.reportToURLs = append(cfg.reportToURLs, strings.TrimRight(raw, "/")+"/v1/report")
 	}
-	if cfg.IntervalD, err = positiveDuration("interval", cfg.Interval); err != nil {
+	if err := cfg.Interval.within("interval", MinInterval, MaxInterval); err != nil {
 		return err
 	}
-	if cfg.HeartbeatD, err = positiveDuration("heartbeat", cfg.Heartbeat); err != nil {
+	if err := cfg.Heartbeat.within("heartbeat", MinHeartbeat, MaxHeartbeat); err != nil {
 		return err
 	}
-	if cfg.Listen == "" {
-		return errors.New("listen: required (default " + DefaultListen + ")")
+	if err := checkListen(cfg.Listen); err != nil {
+		return err
 	}
 	if len(cfg.Checks) == 0 {
 		return errors.New("checks: at least one check is required")
@@ -127,7 +136,7 @@ func (cfg *Config) validate(dir string) error {
 			return fmt.Errorf("checks[%d] (%s): duplicate name, first used by checks[%d]", i, c.Name, j)
 		}
 		seen[c.Name] = i
-		if err := c.compile(cfg.IntervalD); err != nil {
+		if err := c.compile(cfg.Interval.Duration); err != nil {
 			if c.Name == "" {
 				return fmt.Errorf("checks[%d]: %w", i, err)
 			}
@@ -159,13 +168,32 @@ func (k *KeyFiles) UnmarshalYAML(n *yaml.Node) error {
 // Targets returns the full push URLs (<report_to>/v1/report).
 func (cfg *Config) Targets() []string { return cfg.reportToURLs }
 
-func positiveDuration(field, s string) (time.Duration, error) {
-	d, err := time.ParseDuration(s)
+// checkListen validates the status server's address as the server will use
+// it, so `check` catches what would only fail at start.
+func checkListen(addr string) error {
+	if addr == "" {
+		return errors.New("listen: required (default " + DefaultListen + ")")
+	}
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %q is not a duration (e.g. 100ms, 2s)", field, s)
+		return fmt.Errorf("listen: %q: %v", addr, err)
 	}
-	if d <= 0 {
-		return 0, fmt.Errorf("%s: %s must be positive", field, s)
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("listen: %q: port %q is not a number in 0-65535", addr, port)
 	}
-	return d, nil
+	if host != "" && net.ParseIP(host) == nil && !hostRE.MatchString(host) {
+		return fmt.Errorf("listen: %q: host %q is not an IP address or a host name", addr, host)
+	}
+	return nil
+}
+
+var hostRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$`)
+
+// shownTargets is report_to as logs may show it: without passwords or tokens.
+func (cfg *Config) shownTargets() []string {
+	out := make([]string, len(cfg.ReportTo))
+	for i, u := range cfg.ReportTo {
+		out[i] = redact.URL(u)
+	}
+	return out
 }

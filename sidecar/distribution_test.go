@@ -342,7 +342,7 @@ func TestDistributionKeyRollover(t *testing.T) {
 // An exec action past its timeout is killed and counts as failed, named by
 // its own command.
 func TestExecIngressTimeout(t *testing.T) {
-	a := &IngressAction{Exec: &ExecIngress{Stop: []string{"/bin/sleep", "5"}, Resume: []string{"/bin/true"}}, Timeout: "50ms", Attempts: 1}
+	a := &IngressAction{Exec: &ExecIngress{Stop: []string{"/bin/sleep", "5"}, Resume: []string{"/bin/true"}}, Timeout: Duration{Duration: 50 * time.Millisecond}, Attempts: 1}
 	if err := a.compile(); err != nil {
 		t.Fatal(err)
 	}

@@ -76,8 +76,8 @@ type redactedError struct {
 func (e *redactedError) Error() string { return e.msg }
 func (e *redactedError) Unwrap() error { return e.err }
 
-// redact hides secrets (passwords) in err's text; a nil err stays nil.
-func redact(err error, secrets ...string) error {
+// redactErr hides secrets (passwords) in err's text; a nil err stays nil.
+func redactErr(err error, secrets ...string) error {
 	if err == nil {
 		return nil
 	}

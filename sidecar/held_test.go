@@ -9,15 +9,15 @@ import (
 )
 
 func TestRedact(t *testing.T) {
-	err := redact(&wrapped{"dial: user probe password hunter2: refused", io.EOF}, "", "hunter2")
+	err := redactErr(&wrapped{"dial: user probe password hunter2: refused", io.EOF}, "", "hunter2")
 	if got, want := err.Error(), "dial: user probe password xxxxx: refused"; got != want {
 		t.Errorf("redact = %q, want %q", got, want)
 	}
 	if !errors.Is(err, io.EOF) {
 		t.Error("redact lost the wrapped error")
 	}
-	if redact(nil, "x") != nil {
-		t.Error("redact(nil) is not nil")
+	if redactErr(nil, "x") != nil {
+		t.Error("redactErr(nil) is not nil")
 	}
 }
 

@@ -27,7 +27,7 @@ type IngressAction struct {
 	HAProxy  *HAProxyIngress `yaml:"haproxy"`
 	HTTP     *HTTPIngress    `yaml:"http"`
 	Exec     *ExecIngress    `yaml:"exec"`
-	Timeout  string          `yaml:"timeout"`  // one attempt; default 500ms
+	Timeout  Duration        `yaml:"timeout"`  // one attempt; default 500ms
 	Attempts int             `yaml:"attempts"` // default 3
 
 	kind    string
@@ -90,10 +90,11 @@ func (a *IngressAction) compile() (err error) {
 		return fmt.Errorf("more than one ingress kind: %s", strings.Join(kinds, ", "))
 	}
 	a.timeout = DefaultIngressTimeout
-	if a.Timeout != "" {
-		if a.timeout, err = positiveDuration("timeout", a.Timeout); err != nil {
+	if a.Timeout != (Duration{}) {
+		if err := a.Timeout.within("timeout", MinTimeout, MaxInterval); err != nil {
 			return err
 		}
+		a.timeout = a.Timeout.Duration
 	}
 	switch {
 	case a.Attempts < 0:

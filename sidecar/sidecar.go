@@ -158,7 +158,7 @@ func guard(ctx context.Context, log *slog.Logger, what string, loop func(context
 
 // reportLoop pushes at once on a change and every heartbeat otherwise.
 func (g *generation) reportLoop(ctx context.Context) {
-	hb := time.NewTimer(g.cfg.HeartbeatD)
+	hb := time.NewTimer(g.cfg.Heartbeat.Duration)
 	defer hb.Stop()
 	for {
 		reason := "heartbeat"
@@ -170,7 +170,7 @@ func (g *generation) reportLoop(ctx context.Context) {
 		case <-hb.C:
 		}
 		g.pushOnce(reason)
-		hb.Reset(g.cfg.HeartbeatD)
+		hb.Reset(g.cfg.Heartbeat.Duration)
 	}
 }
 
@@ -220,7 +220,7 @@ func (g *generation) build() report.Report {
 		Sequence:   g.s.seq.Add(1),
 		SentAt:     time.Now().UTC(),
 		Healthy:    true,
-		IntervalMS: g.cfg.IntervalD.Milliseconds(),
+		IntervalMS: g.cfg.Interval.Milliseconds(),
 	}
 	for _, run := range g.runners {
 		c, _, _, _, _ := run.snapshot()
@@ -245,7 +245,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	s.runCtx = ctx
 	s.gen.start(ctx, false)
 	s.log.Info("sidecar started", "cluster", s.gen.cfg.Cluster, "checks", len(s.gen.runners),
-		"report_to", s.gen.cfg.ReportTo, "listen", ln.Addr().String(), "boot_id", s.bootID, "version", Version)
+		"report_to", s.gen.cfg.shownTargets(), "listen", ln.Addr().String(), "boot_id", s.bootID, "version", Version)
 	s.mu.Unlock()
 
 	<-ctx.Done()
@@ -289,7 +289,7 @@ func (s *Sidecar) Reload(cfg *Config) error {
 		go prev.Close()
 	}
 	s.m.reloads.WithLabelValues("ok").Inc()
-	s.log.Info("config reloaded", "checks", len(cfg.Checks), "report_to", cfg.ReportTo, "listen", s.addr.String())
+	s.log.Info("config reloaded", "checks", len(cfg.Checks), "report_to", cfg.shownTargets(), "listen", s.addr.String())
 	return nil
 }
 

@@ -23,6 +23,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/healthswitch/healthswitch/internal/redact"
 	"github.com/healthswitch/healthswitch/sidecar"
 )
 
@@ -77,9 +78,10 @@ func serve(args []string, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg, err := sidecar.Load(*path)
 	if err != nil {
-		log.Error("config", "file", *path, "err", err)
+		log.Error("config", "file", *path, "err", redact.Text(err.Error()))
 		return 2
 	}
+	warn(log, *path, cfg)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -113,13 +115,20 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, s *side
 		}
 		cfg, err := sidecar.Load(path)
 		if err == nil {
+			warn(log, path, cfg)
 			err = s.Reload(cfg)
 		} else {
 			s.ReloadFailed()
 		}
 		if err != nil {
-			log.Error("reload failed; keeping the running config", "file", path, "err", err)
+			log.Error("reload failed; keeping the running config", "file", path, "err", redact.Text(err.Error()))
 		}
+	}
+}
+
+func warn(log *slog.Logger, path string, cfg *sidecar.Config) {
+	for _, w := range cfg.Warnings {
+		log.Warn("config", "file", path, "warning", w)
 	}
 }
 
@@ -132,8 +141,11 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg, err := sidecar.Load(*path)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", *path, err)
+		fmt.Fprintf(stderr, "%s: %s\n", *path, redact.Text(err.Error()))
 		return 2
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", *path, w)
 	}
 	results := sidecar.CheckAll(context.Background(), cfg)
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)

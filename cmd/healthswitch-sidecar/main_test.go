@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/healthswitch/healthswitch/internal/testutil"
+	"github.com/healthswitch/healthswitch/report"
 	"github.com/healthswitch/healthswitch/sidecar"
 )
 
@@ -74,15 +75,22 @@ func TestCheckCommand(t *testing.T) {
 		checks string
 		code   int
 		want   []string
+		absent []string
 	}{
 		{"all pass", `  - {name: ok, exec: {command: ["true"]}}`, 0,
-			[]string{"NAME", "ok    exec  true      ok", "exit 0"}},
+			[]string{"NAME", "ok    exec  true      ok", "exit 0"}, nil},
 		{"critical fails", "  - {name: ok, exec: {command: [\"true\"]}}\n  - {name: bad, exec: {command: [\"false\"]}}", 1,
-			[]string{"bad   exec  true      FAIL", "false exited 1, want 0"}},
+			[]string{"bad   exec  true      FAIL", "false exited 1, want 0"}, nil},
 		{"only non-critical fails", `  - {name: soft, exec: {command: ["false"]}, critical: false}`, 0,
-			[]string{"soft  exec  false     FAIL"}},
+			[]string{"soft  exec  false     FAIL"}, nil},
 		{"bad config", `  - {name: bad, exec: {}}`, 2,
-			[]string{"checks[0] (bad): exec: command: required"}},
+			[]string{"checks[0] (bad): exec: command: required"}, nil},
+		// The URL is quoted back by the HTTP client's error; its secrets are not.
+		{"secrets in a failing URL", `  - {name: web, http: {url: "http://admin:hunter2@127.0.0.1:1/healthz?token=t0k3n"}}`, 1,
+			[]string{"web   http  true      FAIL", "http://admin:xxxxx@127.0.0.1:1/healthz?token=xxxxx", "connection refused"},
+			[]string{"hunter2", "t0k3n"}},
+		{"secrets in a config error", `  - {name: web, http: {url: "ftp://admin:hunter2@h/"}}`, 2,
+			[]string{`"ftp://admin:xxxxx@h/": not an http:// or https:// URL`}, []string{"hunter2"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -96,7 +104,95 @@ func TestCheckCommand(t *testing.T) {
 					t.Errorf("output lacks %q:\n%s", w, out)
 				}
 			}
+			for _, w := range tc.absent {
+				if bytes.Contains(out, []byte(w)) {
+					t.Errorf("output shows %q:\n%s", w, out)
+				}
+			}
 		})
+	}
+}
+
+// `check` validates the whole config, as the service would use it, before
+// running anything: a bad listen address or a fall no one means is exit 2.
+func TestCheckCommandValidates(t *testing.T) {
+	head := "cluster: east\nkey_file: k.key\nreport_to: [http://127.0.0.1:1]\n"
+	check := "checks:\n  - {name: ok, exec: {command: [\"true\"]}}\n"
+	tests := []struct {
+		name, config string
+		code         int
+		want         string
+	}{
+		{"listen port out of range", head + "listen: 127.0.0.1:99999\n" + check, 2, `listen: "127.0.0.1:99999": port "99999" is not a number in 0-65535`},
+		{"listen without port", head + "listen: localhost\n" + check, 2, `listen: "localhost": address localhost: missing port in address`},
+		{"fall of a billion", head + "checks:\n  - {name: ok, exec: {command: [\"true\"]}, fall: 1000000000}\n", 2, "checks[0] (ok): fall 1000000000: must be between 1 and 100"},
+		{"interval too short", head + "interval: 1ms\n" + check, 2, "interval: 1ms is out of range [10ms, 1h0m0s]"},
+		{"heartbeat not a duration", head + "heartbeat: soon\n" + check, 2, `heartbeat: "soon" is not a duration (e.g. 100ms, 2s)`},
+		{"all valid", head + "listen: '[::1]:9100'\ninterval: 50ms\nheartbeat: 1s\n" + check, 0, "ok    exec  true      ok"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(binary, "check", "-config", writeFiles(t, tc.config))
+			out, _ := cmd.CombinedOutput()
+			if code := cmd.ProcessState.ExitCode(); code != tc.code || !bytes.Contains(out, []byte(tc.want)) {
+				t.Errorf("exit %d, want %d and output containing %q:\n%s", code, tc.code, tc.want, out)
+			}
+		})
+	}
+}
+
+// An exec check whose command exits 0 but leaves children behind, one holding
+// its stdout and one that left with setsid, passes at once, and when `check`
+// returns neither child is in the process table.
+func TestCheckCommandExecLeavesNothing(t *testing.T) {
+	testutil.Need(t, "setsid")
+	marker := fmt.Sprintf("%d.%d", 2000, os.Getpid())
+	script := fmt.Sprintf("sleep %s & setsid sleep %s & echo started", marker, marker)
+	path := writeFiles(t, "cluster: east\nkey_file: k.key\nreport_to: [http://127.0.0.1:1]\nchecks:\n  - {name: ready, exec: {command: [sh, -c, '"+script+"'], expect_output: started}, timeout: 5s, interval: 10s}\n")
+	start := time.Now()
+	cmd := exec.Command(binary, "check", "-config", path)
+	out, _ := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 0 || !bytes.Contains(out, []byte("ready  exec  true      ok")) || !bytes.Contains(out, []byte("exit 0")) {
+		t.Errorf("exit %d:\n%s", code, out)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("check took %s: it waited for the children", took)
+	}
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		if cmdline, err := os.ReadFile(d + "/cmdline"); err == nil && bytes.Contains(cmdline, []byte("sleep\x00"+marker)) {
+			t.Errorf("left running: %s %q", d, cmdline)
+		}
+	}
+}
+
+// A key file others can read works, with a warning that says how to fix it.
+func TestCheckCommandWarnsOnKeyFileMode(t *testing.T) {
+	path := writeFiles(t, "cluster: east\nkey_file: k.key\nreport_to: [http://127.0.0.1:1]\nchecks:\n  - {name: ok, exec: {command: [\"true\"]}}\n")
+	key := filepath.Join(filepath.Dir(path), "k.key")
+	for _, tc := range []struct {
+		mode os.FileMode
+		warn string
+	}{
+		{0o600, ""},
+		{0o640, "k.key is readable or writable by group or others (mode 0640); chmod 600 " + key},
+		{0o644, "(mode 0644)"},
+	} {
+		if err := os.Chmod(key, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(binary, "check", "-config", path)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		switch {
+		case err != nil:
+			t.Errorf("mode %04o: %v\n%s%s", tc.mode, err, stdout.String(), stderr.String())
+		case tc.warn == "" && stderr.Len() > 0:
+			t.Errorf("mode %04o: stderr %q", tc.mode, stderr.String())
+		case tc.warn != "" && (!strings.Contains(stderr.String(), "warning: key_file: ") || !strings.Contains(stderr.String(), tc.warn)):
+			t.Errorf("mode %04o: stderr %q, want a warning containing %q", tc.mode, stderr.String(), tc.warn)
+		}
 	}
 }
 
@@ -207,5 +303,46 @@ func TestRunReloadStop(t *testing.T) {
 	t.Logf("stopped in %s", time.Since(start))
 	if !strings.Contains(stderr.String(), "sidecar stopped") {
 		t.Errorf("log:\n%s", stderr.String())
+	}
+}
+
+// A failing check's detail travels in every report to every DNS server, and
+// from there to its status page: the secrets of the check's URL stay home.
+func TestReportDetailRedacted(t *testing.T) {
+	details := make(chan string, 16)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		rep, err := report.Decode(body)
+		if err == nil && len(rep.Checks) == 1 && !rep.Checks[0].Healthy {
+			select {
+			case details <- string(body):
+			default:
+			}
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer recv.Close()
+	// The push target's own credentials are not logged either.
+	target := strings.Replace(recv.URL, "http://", "http://push:hunter2@", 1)
+	path := writeFiles(t, "cluster: east\nkey_file: k.key\nreport_to: ["+target+"]\nlisten: 127.0.0.1:"+fmt.Sprint(testutil.FreePort(t))+
+		"\nchecks:\n  - {name: web, http: {url: \"http://admin:hunter2@127.0.0.1:1/healthz?api_key=t0k3n\"}, interval: 200ms}\n")
+	cmd := exec.Command(binary, "-config", path)
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	var body string
+	select {
+	case body = <-details:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no report with a failing check; log:\n%s", stderr.String())
+	}
+	if !strings.Contains(body, "http://admin:xxxxx@127.0.0.1:1/healthz?api_key=xxxxx") || strings.Contains(body, "hunter2") || strings.Contains(body, "t0k3n") {
+		t.Errorf("report body: %s", body)
+	}
+	if log := stderr.String(); strings.Contains(log, "hunter2") || strings.Contains(log, "t0k3n") || !strings.Contains(log, "push:xxxxx@127.0.0.1") {
+		t.Errorf("log shows a secret, or not the target:\n%s", log)
 	}
 }
