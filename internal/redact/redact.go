@@ -69,17 +69,16 @@ func isSchemeByte(c byte) bool {
 // query masks the secret values of the query part of a URL's tail (path,
 // query, fragment).
 func query(tail string) string {
+	// An OAuth implicit-flow fragment (#access_token=...) is a query too.
+	frag := ""
+	if f := strings.IndexByte(tail, '#'); f >= 0 {
+		tail, frag = tail[:f], "#"+maskPairs(tail[f+1:], "&;")
+	}
 	q := strings.IndexByte(tail, '?')
 	if q < 0 {
-		return tail
+		return tail + frag
 	}
-	end := strings.IndexByte(tail[q:], '#')
-	if end < 0 {
-		end = len(tail)
-	} else {
-		end += q
-	}
-	return tail[:q+1] + maskPairs(tail[q+1:end], "&;") + tail[end:]
+	return tail[:q+1] + maskPairs(tail[q+1:], "&;") + frag
 }
 
 // maskPairs masks the values of the secret keys of "k=v" pairs joined by any
@@ -129,8 +128,17 @@ var (
 // DSNs quoted in errors.
 func Text(s string) string {
 	s = urlRE.ReplaceAllStringFunc(s, URL)
-	return pairs(s)
+	s = pairs(s)
+	s = mysqlDSNRE.ReplaceAllString(s, "${1}:"+Mask+"@${2}(")
+	return bearerRE.ReplaceAllString(s, "${1} "+Mask)
 }
+
+var (
+	// mysqlDSNRE finds user:password@tcp(host) as in a MySQL DSN.
+	mysqlDSNRE = regexp.MustCompile(`([A-Za-z0-9_.\-]+):[^@\s/:]+@(tcp|udp|unix)\(`)
+	// bearerRE finds an HTTP bearer token quoted in text.
+	bearerRE = regexp.MustCompile(`(?i)\b(bearer)\s+[A-Za-z0-9._~+/=\-]{8,}`)
+)
 
 func pairs(s string) string {
 	return pairRE.ReplaceAllStringFunc(s, func(m string) string {

@@ -100,3 +100,30 @@ func FuzzText(f *testing.F) {
 		}
 	})
 }
+
+// The cases the DNS server relies on for its status, events and logs.
+func TestPluginCases(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://bob:hunter2@192.0.2.1:8080/healthz":                                      "http://bob:xxxxx@192.0.2.1:8080/healthz",
+		"https://192.0.2.1/healthz?token=abc&x=1":                                        "https://192.0.2.1/healthz?token=xxxxx&x=1",
+		"https://h/p?API_KEY=abc&access_token=t&sig=s&page=2":                            "https://h/p?API_KEY=xxxxx&access_token=xxxxx&sig=xxxxx&page=2",
+		"tcp://198.51.100.10:443":                                                        "tcp://198.51.100.10:443",
+		"https://h/cb#access_token=abc&state=1":                                          "https://h/cb#access_token=xxxxx&state=1",
+		"https://h/p?Password=x&passwd=y&pass=z&auth=a&secret=s":                         "https://h/p?Password=xxxxx&passwd=xxxxx&pass=xxxxx&auth=xxxxx&secret=xxxxx",
+		"postgres://app:s3cret@db:5432/app?sslmode=disable":                              "postgres://app:xxxxx@db:5432/app?sslmode=disable",
+		"http://onlyuser@h/":                                                             "http://onlyuser@h/",
+		"https://h/p?signature=abc&X-Amz-Credential=c&plain=keep":                        "https://h/p?signature=xxxxx&X-Amz-Credential=xxxxx&plain=keep",
+		`http get: Get "http://bob:***@192.0.2.1/healthz?token=abc": connection refused`: `http get: Get "http://bob:xxxxx@192.0.2.1/healthz?token=xxxxx": connection refused`,
+		`host=db user=app password=s3cret dbname=app`:                                    `host=db user=app password=xxxxx dbname=app`,
+		`dial app:s3cret@tcp(127.0.0.1:3306)/app: refused`:                               `dial app:xxxxx@tcp(127.0.0.1:3306)/app: refused`,
+		`Authorization: Bearer abcdefghijklmnop`:                                         `Authorization: Bearer xxxxx`,
+		`sidecar: web: status 503; db: timeout`:                                          `sidecar: web: status 503; db: timeout`,
+	} {
+		if got := Text(in); got != want {
+			t.Errorf("Text(%q)\n got %q\nwant %q", in, got, want)
+		}
+		if again := Text(Text(in)); again != want {
+			t.Errorf("Text is not idempotent on %q: %q", in, again)
+		}
+	}
+}

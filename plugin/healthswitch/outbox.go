@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/healthswitch/healthswitch/internal/prober"
+	"github.com/healthswitch/healthswitch/internal/redact"
 	"github.com/healthswitch/healthswitch/internal/sender"
 )
 
@@ -28,9 +29,9 @@ func newSender() *sender.Sender {
 		Dropped: func(key string, _ *sender.Message) { notifications.WithLabelValues(keyKind(key), "dropped").Inc() },
 		Log: func(key, msg string, err error) {
 			if err != nil {
-				log.Warningf("%s: %s: %s", redactText(key), msg, redactText(err.Error()))
+				log.Warningf("%s: %s: %s", redact.Text(key), msg, redact.Text(err.Error()))
 			} else {
-				log.Infof("%s: %s", redactText(key), msg)
+				log.Infof("%s: %s", redact.Text(key), msg)
 			}
 		},
 	})
@@ -65,7 +66,7 @@ type outboxStatus struct {
 // outboxStatusOf merges the results of a destination's keys: the latest
 // attempt says whether it is acknowledged now.
 func outboxStatusOf(s *sender.Sender, url string, keys ...string) outboxStatus {
-	st := outboxStatus{URL: redactURL(url)}
+	st := outboxStatus{URL: redact.Text(url)}
 	for _, k := range keys {
 		r, ok := s.Status(k)
 		if !ok {
@@ -80,6 +81,6 @@ func outboxStatusOf(s *sender.Sender, url string, keys ...string) outboxStatus {
 		st.Failures += r.Failures
 		st.Dropped += r.Dropped
 	}
-	st.LastErr = redactText(st.LastErr)
+	st.LastErr = redact.Text(st.LastErr)
 	return st
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/healthswitch/healthswitch/internal/hysteresis"
 	"github.com/healthswitch/healthswitch/internal/prober"
+	"github.com/healthswitch/healthswitch/internal/redact"
 )
 
 // probeURL is a `probe` URL as parsed once in setup.
@@ -34,7 +35,7 @@ func (e *engine) startProbes() {
 	for _, cs := range e.clusters {
 		cs.probes = cs.probes[:0]
 		for _, pu := range cs.cfg.probes {
-			pt := &probeTarget{url: redactURL(pu.raw), counter: hysteresis.New(e.cfg.fall, e.cfg.rise)}
+			pt := &probeTarget{url: redact.Text(pu.raw), counter: hysteresis.New(e.cfg.fall, e.cfg.rise)}
 			cs.probes = append(cs.probes, pt)
 			go e.probeLoop(cs, pt, newProber(pu, e.cfg.timeout, e.cfg.interval))
 		}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/healthswitch/healthswitch/internal/redact"
 	"github.com/healthswitch/healthswitch/report"
 )
 
@@ -99,7 +100,7 @@ func (h *HealthSwitch) ingest(ctx context.Context, body []byte, hdr http.Header,
 	// What a sidecar writes in a check's detail is shown in /v1/status,
 	// events and logs: no credential of the cluster's may travel there.
 	for i := range rep.Checks {
-		rep.Checks[i].Detail = redactText(rep.Checks[i].Detail)
+		rep.Checks[i].Detail = redact.Text(rep.Checks[i].Detail)
 	}
 	release, aerr := h.applySlot(ctx)
 	if aerr != nil {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/healthswitch/healthswitch/internal/hysteresis"
+	"github.com/healthswitch/healthswitch/internal/redact"
 	"github.com/healthswitch/healthswitch/report"
 )
 
@@ -129,7 +130,7 @@ func (e *engine) applyProbe(cs *clusterState, pt *probeTarget, err error, start 
 	pt.lastOK, pt.lastAt, pt.lastRTT = err == nil, start, rtt
 	pt.lastError = ""
 	if err != nil {
-		pt.lastError = redactText(err.Error())
+		pt.lastError = redact.Text(err.Error())
 	}
 	if _, changed := pt.counter.Observe(err == nil); !changed {
 		return
