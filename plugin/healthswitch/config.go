@@ -55,8 +55,9 @@ type config struct {
 	holddown    time.Duration
 	slowStart   time.Duration
 	peers       []string
-	nameservers []string // NS targets; default ns1.<zone>
-	hostmaster  string   // SOA mbox; default hostmaster.<zone>
+	nameservers []string     // NS targets; default ns1.<zone>
+	hostmaster  string       // SOA mbox; default hostmaster.<zone>
+	store       *storeConfig // `state` or `store etcd` (persist.go); nil: nothing outlives the process
 
 	fallthru fall.F // fallthrough zones
 }

@@ -158,7 +158,7 @@ func (h *HealthSwitch) handleDrain(drain bool) http.HandlerFunc {
 			aerr = checkAdminBody(body, action, name)
 		}
 		if aerr == nil {
-			if err := h.engine.drain(name, drain, r.Header.Get(report.HeaderSignature), 2*h.cfg.skew); err != nil {
+			if err := h.engine.drain(name, drain, opRequestOf(r.Header, body), 2*h.cfg.skew); err != nil {
 				aerr = engineError(err)
 			}
 		}

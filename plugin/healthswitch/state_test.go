@@ -26,10 +26,10 @@ func TestEngineErrors(t *testing.T) {
 	if err := e.applyReport(rep, time.Now(), time.Now()); !errors.Is(err, ErrReplay) {
 		t.Errorf("same sequence again: %v", err)
 	}
-	if err := e.drain("east", true, "sig", time.Minute); err != nil {
+	if err := e.drain("east", true, opRequest{signedAt: time.Now(), signature: "sig"}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.drain("east", true, "sig", time.Minute); !errors.Is(err, ErrReplay) {
+	if err := e.drain("east", true, opRequest{signedAt: time.Now(), signature: "sig"}, time.Minute); !errors.Is(err, ErrReplay) {
 		t.Errorf("same signature again: %v", err)
 	}
 	for err, code := range map[error]int{ErrReplay: 409, ErrUnknownCluster: 404, errors.New("x"): 500} {
