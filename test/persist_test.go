@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -199,10 +200,11 @@ func reportRequest(t testing.TB, cluster, key, boot string, seq uint64, healthy 
 	return signRequest("/v1/report", body, []byte(key), now)
 }
 
-// queryLoop asks addr for name over raw UDP as fast as answers come, from
-// before the server's port opens until stop is closed, and returns every
-// answer's addresses (timeouts and refusals are not answers).
-func queryLoop(addr, name string, stop <-chan struct{}) <-chan []string {
+// queryLoop asks addr for name over raw UDP, pause between answers (0: as
+// fast as they come), from before the server's port opens until stop is
+// closed, and returns every answer's addresses, sorted (timeouts and
+// refusals are not answers).
+func queryLoop(addr, name string, pause time.Duration, stop <-chan struct{}) <-chan []string {
 	out := make(chan []string, 1)
 	go func() {
 		var answers []string
@@ -227,7 +229,11 @@ func queryLoop(addr, name string, stop <-chan struct{}) <-chan []string {
 					ips = append(ips, a.A.String())
 				}
 			}
+			sort.Strings(ips)
 			answers = append(answers, strings.Join(ips, " "))
+			if pause > 0 {
+				time.Sleep(pause)
+			}
 		}
 	}()
 	return out
@@ -297,7 +303,7 @@ func TestStateFileSurvivesKill9(t *testing.T) {
 
 	r.kill()
 	stop := make(chan struct{})
-	answers := queryLoop(r.dns, "svc1.net.", stop)
+	answers := queryLoop(r.dns, "svc1.net.", 0, stop)
 	r.start()
 	waitFor(t, 15*time.Second, "the restarted server", func() bool {
 		st, err := r.status()
