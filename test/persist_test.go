@@ -37,7 +37,13 @@ type replica struct {
 // free ports) and returns the replica, not started.
 func newReplica(t testing.TB, name, corefile string) *replica {
 	t.Helper()
-	dnsPort, apiPort, metricsPort := freePort(t), freePort(t), freePort(t)
+	return newReplicaAt(t, name, corefile, freePort(t))
+}
+
+// newReplicaAt is newReplica with the push API port chosen by the caller.
+func newReplicaAt(t testing.TB, name, corefile string, apiPort int) *replica {
+	t.Helper()
+	dnsPort, metricsPort := freePort(t), freePort(t)
 	corefile = strings.Replace(corefile, "    healthswitch {", fmt.Sprintf("    prometheus 127.0.0.1:%d\n    healthswitch {", metricsPort), 1)
 	corefile = strings.ReplaceAll(corefile, "DNSPORT", fmt.Sprint(dnsPort))
 	corefile = strings.ReplaceAll(corefile, "APIPORT", fmt.Sprint(apiPort))
