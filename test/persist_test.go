@@ -17,6 +17,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/healthswitch/healthswitch/internal/corednstest"
 	"github.com/healthswitch/healthswitch/report"
 )
 
@@ -399,5 +400,50 @@ func TestStateFileCorruptStartsAnyway(t *testing.T) {
 	b, err := os.ReadFile(statePath)
 	if err != nil || !strings.Contains(string(b), `"drained": true`) {
 		t.Errorf("state file after a drain: %s %v", b, err)
+	}
+}
+
+// A reload hands the open state file to the new instance: a drain made
+// after a good reload and after a failed one is written to the file, which
+// the next process loads.
+func TestStateFileAcrossReloads(t *testing.T) {
+	east, west := keyFiles(t)
+	admin := filepath.Join(t.TempDir(), "admin.key")
+	os.WriteFile(admin, []byte(adminKey), 0o600)
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	dnsPort, apiPort := freePort(t), freePort(t)
+	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
+	corefile := func(extra string) string {
+		return reloadCorefile(t, east, west, admin, dnsPort, apiPort, "state "+statePath+"\n"+extra)
+	}
+	s := corednstest.Start(t, corefile(""))
+	if code, err := drainRequest("drain", "east", time.Now()).send(api); code != 200 {
+		t.Fatalf("drain: %d %v", code, err)
+	}
+	if err := s.Reload(corefile("ttl 9")); err != nil {
+		t.Fatalf("good reload: %v", err)
+	}
+	if err := s.Reload(corefile("ttl many")); err == nil {
+		t.Fatal("bad reload: no error")
+	}
+	if code, err := drainRequest("drain", "west", time.Now()).send(api); code != 200 {
+		t.Fatalf("drain after the reloads: %d %v", code, err)
+	}
+	b, err := os.ReadFile(statePath)
+	if err != nil || strings.Count(string(b), `"drained": true`) != 2 {
+		t.Fatalf("state file after reloads (a closed store would have missed the second drain):\n%s %v", b, err)
+	}
+	s.Stop()
+	s = corednstest.Start(t, corefile(""))
+	defer s.Stop()
+	resp, err := http.Get(api + "/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc statusDoc
+	json.NewDecoder(resp.Body).Decode(&doc)
+	if doc.state("east") != "drained" || doc.state("west") != "drained" {
+		t.Errorf("after a new start: east %s, west %s; want both drained", doc.state("east"), doc.state("west"))
 	}
 }
