@@ -1,0 +1,107 @@
+package healthswitch
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/healthswitch/healthswitch/internal/store"
+)
+
+func TestParseStore(t *testing.T) {
+	pw := writeKey(t, "secret")
+	cfg, err := parseString(t, `healthswitch {
+    cluster a 192.0.2.1
+    store etcd http://127.0.0.1:2379 https://10.0.0.2:2379 {
+        prefix /hs/prod
+        username hs
+        password_file `+pw+`
+        replica dns-a
+        timeout 500ms
+        presence_ttl 4s
+    }
+    ttl 7
+}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := cfg.store.etcd
+	if cfg.store.kind != storeEtcd || len(o.Endpoints) != 2 || o.Prefix != "/hs/prod" || o.Username != "hs" ||
+		o.PasswordFile != pw || o.Replica != "dns-a" || o.OpTimeout != 500*time.Millisecond || o.PresenceTTL != 4*time.Second || cfg.ttl != 7 {
+		t.Errorf("store etcd: %+v, ttl %d", o, cfg.ttl)
+	}
+	cfg, err = parseString(t, "healthswitch {\n cluster a 192.0.2.1\n store etcd http://127.0.0.1:2379\n}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	if o := cfg.store.etcd; o.Prefix != "/healthswitch" || o.OpTimeout != defaultStoreTimeout || o.Replica != host {
+		t.Errorf("store etcd defaults: %+v", o)
+	}
+	cfg, err = parseString(t, "healthswitch {\n cluster a 192.0.2.1\n state state.json\n}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.store.kind != storeFile || !filepath.IsAbs(cfg.store.path) {
+		t.Errorf("state: %+v", cfg.store)
+	}
+}
+
+func TestParseStoreErrors(t *testing.T) {
+	for in, want := range map[string]string{
+		"state":                                 "state needs one file",
+		"state a b":                             "state needs one file",
+		"state a\n store etcd http://x:1":       "Testfile:4 - Error during parsing: store: the store is already set on line 3",
+		"store etcd http://x:1\n state a":       "Testfile:4 - Error during parsing: state: the store is already set on line 3",
+		"store etcd":                            "store needs a kind and endpoints",
+		"store redis http://x:1":                "store needs a kind and endpoints",
+		"store etcd ftp://x:1":                  `"ftp://x:1" is not an endpoint`,
+		"store etcd http://x:1 {\n bogus 1\n }": `Testfile:4 - Error during parsing: store etcd: unknown property "bogus"`,
+		"store etcd http://x:1 {\n tls a b\n }": "tls needs CERT KEY CA",
+		"store etcd http://x:1 {\n tls /nope /nope /nope\n }": "store etcd: tls:",
+		"store etcd http://x:1 {\n password_file /nope\n }":   "password_file",
+		"store etcd http://x:1 {\n timeout soon\n }":          `timeout "soon" is not a positive duration`,
+		"store etcd http://x:1 {\n presence_ttl 1s\n }":       "presence_ttl 1s is under 2s",
+		"store etcd http://x:1 {\n prefix nope\n }":           `prefix "nope" must start with /`,
+		"store etcd http://x:1 {\n replica a/b\n }":           "may not contain /",
+	} {
+		_, err := parseString(t, "healthswitch {\n cluster a 192.0.2.1\n "+in+"\n}")
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", in, err, want)
+		}
+	}
+}
+
+// The SOA serial depends on the configuration and the drains only: two
+// engines (replicas) with the same drains answer the same serial, whenever
+// they started; a drain changes it, and undoing it brings it back.
+func TestSerialFollowsDrains(t *testing.T) {
+	cfg, err := parseString(t, "healthswitch {\n cluster a 192.0.2.1\n cluster b 192.0.2.2\n}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e1, e2 := newEngine(cfg), newEngine(cfg)
+	e2.serial = tableSerial(e1.table) // what the configuration gives both
+	at := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	snap := &store.Snapshot{Clusters: map[string]*store.Cluster{"a": {Drain: &store.Drain{Drained: true, At: at}}}}
+	e1.restore(&store.Snapshot{})
+	base := tableSerial(e1.table)
+	e1.restore(snap)
+	e2.restore(snap)
+	if s1, s2 := tableSerial(e1.table), tableSerial(e2.table); s1 != s2 || s1 == base {
+		t.Errorf("serials with the same drain: %d and %d; without: %d", s1, s2, base)
+	}
+	if got := soaRecord(e1.snap.Load().zones["svc1.net."])[0].(*dns.SOA).Serial; got != tableSerial(e1.table) {
+		t.Errorf("the SOA answered carries serial %d, want %d", got, tableSerial(e1.table))
+	}
+	e1.mu.Lock()
+	e1.applyDrain(e1.clusters["a"], store.Drain{}, cause{})
+	e1.mu.Unlock()
+	if s := tableSerial(e1.table); s != base {
+		t.Errorf("serial after undrain %d, want %d again", s, base)
+	}
+}
