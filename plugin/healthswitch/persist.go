@@ -167,10 +167,14 @@ func (h *HealthSwitch) startStore() (finish func(), err error) {
 	if err != nil || h.cfg.store == nil {
 		return func() {}, err
 	}
+	load := h.engine.inheritStore
 	if fresh {
-		return h.loadStore, nil
+		load = h.loadStore
 	}
-	return h.engine.inheritStore, nil
+	return func() {
+		load()
+		h.engine.publishEpoch(Event{Epoch: h.engine.snap.Load().epoch})
+	}, nil
 }
 
 // releaseStore runs in stop: the last instance using a store closes it.
@@ -244,7 +248,7 @@ func (ss *sharedStore) monitor() {
 	}
 }
 
-// setEpoch publishes the replica's answer epoch in etcd's presence/.
+// publishEpoch publishes the replica's answer epoch in etcd's presence/.
 func (e *engine) publishEpoch(ev Event) {
 	if es, ok := e.st.(*store.EtcdStore); ok {
 		es.SetEpoch(ev.Epoch)
