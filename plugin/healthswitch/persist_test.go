@@ -1,15 +1,21 @@
 package healthswitch
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coredns/caddy"
 
 	"github.com/miekg/dns"
 
 	"github.com/healthswitch/healthswitch/internal/store"
+	"github.com/healthswitch/healthswitch/internal/testutil"
 )
 
 func TestParseStore(t *testing.T) {
@@ -103,5 +109,99 @@ func TestSerialFollowsDrains(t *testing.T) {
 	e1.mu.Unlock()
 	if s := tableSerial(e1.table); s != base {
 		t.Errorf("serial after undrain %d, want %d again", s, base)
+	}
+}
+
+// twoReplicas starts two instances in this process, as two replicas
+// sharing a prefix on etcd (their own server blocks, push listeners and
+// replica names).
+func twoReplicas(t *testing.T, endpoints []string) (*HealthSwitch, *HealthSwitch) {
+	key := writeKey(t, "0123456789abcdef0123")
+	admin := writeKey(t, "admin-key-0123456789")
+	var hs []*HealthSwitch
+	for i := range 2 {
+		c := caddy.NewTestController("dns", fmt.Sprintf(`healthswitch svc1.net {
+    cluster east 192.0.2.10 {
+        key_file %s
+    }
+    cluster west 198.51.100.10 {
+        key_file %s
+    }
+    admin_key_file %s
+    stale 1h
+    listen 127.0.0.1:%d
+    store etcd %s {
+        prefix /hs-unit-%d
+        replica u%d
+    }
+}`, key, key, admin, testutil.FreePort(t), strings.Join(endpoints, " "), os.Getpid(), i))
+		c.ServerBlockKeys = []string{fmt.Sprintf("svc1.net.:%d", 5300+i)}
+		cfg, err := parse(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := newHealthSwitch(cfg)
+		if err := h.start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.stop() })
+		hs = append(hs, h)
+	}
+	return hs[0], hs[1]
+}
+
+// Two replicas in one process under -race: concurrent reports and drains
+// through either converge on both, and of one report offered to both at
+// once exactly one accepts it.
+func TestStoreEtcdReplicasInProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	etcd := testutil.StartEtcd(t, 1)
+	h1, h2 := twoReplicas(t, etcd.Endpoints())
+	key := []byte("0123456789abcdef0123")
+	var wg sync.WaitGroup
+	var accepted, replays atomic.Int64
+	for seq := uint64(1); seq <= 40; seq++ {
+		b := body(t, "east", "b1", seq, seq%2 == 1)
+		ts := time.Now()
+		for _, h := range []*HealthSwitch{h1, h2} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				switch code := post(t, h, "/v1/report", b, key, ts).Code; code {
+				case 204:
+					accepted.Add(1)
+				case 409:
+					replays.Add(1)
+				default:
+					t.Errorf("report %d: %d", seq, code)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	if accepted.Load() != 40 || replays.Load() != 40 {
+		t.Errorf("40 reports offered to both replicas at once: %d accepted, %d refused; want 40 and 40", accepted.Load(), replays.Load())
+	}
+	// The last report (40) is unhealthy: east down on both.
+	testutil.WaitFor(t, 5*time.Second, "east down on both", func() bool {
+		return state(h1, "east") == StateDown && state(h2, "east") == StateDown
+	})
+	if rec := post(t, h2, "/v1/clusters/west/drain", []byte(`{"action":"drain","cluster":"west","reason":"OPS-1"}`), []byte("admin-key-0123456789"), time.Now()); rec.Code != 200 {
+		t.Fatalf("drain through h2: %d %s", rec.Code, rec.Body)
+	}
+	testutil.WaitFor(t, 5*time.Second, "west drained on h1", func() bool { return state(h1, "west") == StateDrained })
+	gen := func(h *HealthSwitch) uint32 {
+		h.engine.mu.Lock()
+		defer h.engine.mu.Unlock()
+		return h.engine.drainGen
+	}
+	if g1, g2 := gen(h1), gen(h2); g1 != g2 {
+		t.Errorf("drain generations (mixed into the SOA serial) differ: %d and %d", g1, g2)
+	}
+	st := h1.status().Store
+	if st == nil || st.Kind != "etcd" || !st.Connected || st.Revision == 0 {
+		t.Errorf("status store: %+v", st)
 	}
 }
