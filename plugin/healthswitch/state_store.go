@@ -69,6 +69,16 @@ func (e *engine) checkFence(cluster string, next store.Fence) (store.Fence, erro
 	return have, nil
 }
 
+// errStoreAway: etcd is known to be unreachable, so a write is not tried:
+// it would only hold the request up for the store's timeout.
+var errStoreAway = errors.New("store etcd unreachable: applied on this replica only")
+
+// storeAway reports whether the store is etcd and known to be unreachable.
+func (e *engine) storeAway() bool {
+	es, ok := e.st.(*store.EtcdStore)
+	return ok && !es.Connected()
+}
+
 func (e *engine) storeCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), max(e.timeout, time.Second)+time.Second)
 }
@@ -79,6 +89,10 @@ func (e *engine) storeCtx() (context.Context, context.CancelFunc) {
 // the report applies locally anyway.
 func (e *engine) persistFence(cluster string, prev, next store.Fence, sig store.Signal) error {
 	if e.st == nil {
+		return nil
+	}
+	if e.storeAway() {
+		storeFailed("cas_fence", cluster, errStoreAway)
 		return nil
 	}
 	ctx, cancel := e.storeCtx()
@@ -107,6 +121,10 @@ func (e *engine) persistFence(cluster string, prev, next store.Fence, sig store.
 // answered drain is never lost. Errors as persistFence.
 func (e *engine) persistDrain(cluster string, prev, next store.OpFence, d store.Drain) error {
 	if e.st == nil {
+		return nil
+	}
+	if e.storeAway() {
+		storeFailed("cas_op_fence", cluster, errStoreAway)
 		return nil
 	}
 	ctx, cancel := e.storeCtx()
