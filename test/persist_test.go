@@ -312,10 +312,7 @@ func TestStateFileSurvivesKill9(t *testing.T) {
 	stop := make(chan struct{})
 	answers := queryLoop(r.dns, "svc1.net.", 0, stop)
 	r.start()
-	waitFor(t, 15*time.Second, "the restarted server", func() bool {
-		st, err := r.status()
-		return err == nil && st.state("west") == "down"
-	})
+	waitFor(t, 15*time.Second, "the restarted server", answering(r.api, r.dns))
 	// Past the restored signal's stale time too: still down, no fresh signal.
 	time.Sleep(2500 * time.Millisecond)
 	close(stop)
