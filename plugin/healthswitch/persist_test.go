@@ -205,3 +205,33 @@ func TestStoreEtcdReplicasInProcess(t *testing.T) {
 		t.Errorf("status store: %+v", st)
 	}
 }
+
+// A cluster whose last signal before the restart was down stays down, even
+// when that signal is older than stale and the cluster has a probe that has
+// not decided yet (which would otherwise leave it unknown, and answered),
+// until a fresh signal; a healthy signal older than stale counts as stale.
+func TestRestoredSignalsJudgedByAge(t *testing.T) {
+	h := newTestHS(t, "cluster east 192.0.2.10 {\n key_file KEY\n probe http://192.0.2.10/\n}\ncluster west 198.51.100.10 {\n key_file KEY\n}\nstale 1s")
+	e := h.engine
+	old := time.Now().Add(-time.Hour)
+	e.restore(&store.Snapshot{Clusters: map[string]*store.Cluster{
+		"east": {Signal: &store.Signal{Healthy: false, Reason: "web: status 500", ReceivedAt: old}, Fence: &store.Fence{BootID: "b", Sequence: 7, SignedAt: old}},
+		"west": {Signal: &store.Signal{Healthy: true, ReceivedAt: old}},
+	}})
+	v := e.view()
+	if st := v.clusters[0]; st.State != StateDown || !strings.Contains(st.Reason, "down before restart") {
+		t.Errorf("east after restore: %s (%s), want held down", st.State, st.Reason)
+	}
+	if st := v.clusters[1]; st.Sidecar.Signal != sigStale {
+		t.Errorf("west's hour-old healthy signal: %s, want stale", st.Sidecar.Signal)
+	}
+	if rec := post(t, h, "/v1/report", body(t, "east", "b", 7, true), []byte("0123456789abcdef0123"), time.Now()); rec.Code != 409 {
+		t.Errorf("a report at the restored fence: %d, want 409", rec.Code)
+	}
+	if rec := post(t, h, "/v1/report", body(t, "east", "b", 8, true), []byte("0123456789abcdef0123"), time.Now()); rec.Code != 204 {
+		t.Fatalf("a fresh report: %d", rec.Code)
+	}
+	if s := state(h, "east"); s != StateUp {
+		t.Errorf("east after a fresh healthy report: %s", s)
+	}
+}
