@@ -255,12 +255,6 @@ func dnsJoin(label, zone string) string {
 
 func serialNow() uint32 { return uint32(time.Now().Unix()) }
 
-// withState mixes the operator state into a configuration's SOA serial:
-// generation is store.Snapshot.Generation of the drains, the same on every
-// replica holding the same drains, so replicas with the same configuration
-// and state answer the same serial.
-func withState(serial, generation uint32) uint32 { return serial ^ generation }
-
 // The record builders below make fresh records for every reply: later
 // plugins (rewrite, loadbalance, cache) may change what we hand them.
 

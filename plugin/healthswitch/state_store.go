@@ -308,7 +308,7 @@ func (e *engine) drainGeneration() uint32 {
 }
 
 // refreshSerial rebuilds the name table when the drains changed, so the SOA
-// serial follows them (answer.go: withState). Called with mu held.
+// serial follows them (withState). Called with mu held.
 func (e *engine) refreshSerial() {
 	if e.serial == 0 {
 		e.serial = tableSerial(e.table)
@@ -320,6 +320,13 @@ func (e *engine) refreshSerial() {
 	e.drainGen = gen
 	e.table = newNameTable(e.cfg, withState(e.serial, gen))
 }
+
+// withState mixes the operator state into a configuration's SOA serial:
+// generation is store.Snapshot.Generation of the drains, the same on every
+// replica holding the same drains, so replicas with the same configuration
+// and state answer the same serial. (Kept here, not in answer.go, which
+// owns the configuration's part of the serial.)
+func withState(serial, generation uint32) uint32 { return serial ^ generation }
 
 // attachStore links the engine to its store before it starts.
 func (e *engine) attachStore(st store.Store, replica string, timeout time.Duration) {
