@@ -36,6 +36,8 @@ type config struct {
 	block    string   // the server block's identity across reloads (lifecycle.go)
 	clusters []*clusterConfig
 	apps     []app
+	// store is `state` or `store etcd` (persist.go); nil: nothing outlives the process.
+	store *storeConfig
 
 	policy      string
 	ttl         uint32
@@ -55,9 +57,8 @@ type config struct {
 	holddown    time.Duration
 	slowStart   time.Duration
 	peers       []string
-	nameservers []string     // NS targets; default ns1.<zone>
-	hostmaster  string       // SOA mbox; default hostmaster.<zone>
-	store       *storeConfig // `state` or `store etcd` (persist.go); nil: nothing outlives the process
+	nameservers []string // NS targets; default ns1.<zone>
+	hostmaster  string   // SOA mbox; default hostmaster.<zone>
 
 	fallthru fall.F // fallthrough zones
 }
