@@ -176,11 +176,10 @@ func combineProbes(targets []*probeTarget) (signal, string) {
 	return sigUp, fmt.Sprintf("%d target(s) answering", len(targets))
 }
 
-// firstUse remembers an operator request's signature for as long as its
-// timestamp is acceptable; it fails with ErrReplay when it was used already.
+// firstUse remembers an operator request's signature (its decoded bytes)
+// for as long as its timestamp is acceptable; it fails with ErrReplay when
+// it was used already. Called with mu held.
 func (e *engine) firstUse(sig string, keep time.Duration) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	now := e.now()
 	for s, until := range e.adminSeen {
 		if now.After(until) {
@@ -219,11 +218,8 @@ func (e *engine) opFence(cs *clusterState, next store.OpFence) error {
 // when that request was applied already or is not later than the last one
 // applied to the cluster, or with ErrUnknownCluster.
 func (e *engine) drain(name string, drained bool, req opRequest, keep time.Duration) error {
-	if err := e.firstUse(req.signature, keep); err != nil {
-		return err
-	}
 	next := store.OpFence{SignedAt: req.signedAt, Signature: req.signature}
-	prev, err := e.checkOpFence(name, next)
+	prev, err := e.checkOpFence(name, next, req.signature, keep)
 	if err != nil {
 		return err
 	}
@@ -240,4 +236,15 @@ func (e *engine) drain(name string, drained bool, req opRequest, keep time.Durat
 	cs.opFence = next
 	e.applyDrain(cs, d, cause{received: e.now()})
 	return nil
+}
+
+// operatorFenceOf is when the last operator request applied to cluster was
+// signed (zero: none yet).
+func (e *engine) operatorFenceOf(cluster string) time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if cs := e.clusters[cluster]; cs != nil {
+		return cs.opFence.SignedAt
+	}
+	return time.Time{}
 }

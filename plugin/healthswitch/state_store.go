@@ -154,15 +154,18 @@ func (e *engine) persistDrain(cluster string, prev, next store.OpFence, d store.
 }
 
 // checkOpFence returns the cluster's operator fence, or why next may not
-// follow it.
-func (e *engine) checkOpFence(cluster string, next store.OpFence) (store.OpFence, error) {
+// follow it; sig is remembered for keep (firstUse).
+func (e *engine) checkOpFence(cluster string, next store.OpFence, sig string, keep time.Duration) (store.OpFence, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	cs := e.clusters[cluster]
 	if cs == nil {
 		return store.OpFence{}, fmt.Errorf("%w %q", ErrUnknownCluster, cluster)
 	}
-	return cs.opFence, e.opFence(cs, next)
+	if err := e.opFence(cs, next); err != nil {
+		return cs.opFence, err
+	}
+	return cs.opFence, e.firstUse(sig, keep)
 }
 
 // applyDrain sets a drain (or undrain) as stored. Called with mu held.
