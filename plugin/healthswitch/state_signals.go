@@ -202,11 +202,11 @@ type opRequest struct {
 }
 
 // opFence is the fence of operator requests, in one place: a request must
-// be signed later than the last one applied to the cluster (ties broken by
-// the canonical signature), on this replica and, through the store, on
-// every replica and across restarts. Called with mu held.
+// be signed later than the last one applied to the cluster, on this replica
+// and, through the store (CASOpFence), on every replica and across
+// restarts. Called with mu held.
 func (e *engine) opFence(cs *clusterState, next store.OpFence) error {
-	if !next.After(cs.opFence) {
+	if !next.SignedAt.After(cs.opFence.SignedAt) {
 		return fmt.Errorf("%w: an operator request for %s signed at %s was applied already, this one is not later",
 			ErrReplay, cs.cfg.name, cs.opFence.SignedAt.Format(time.RFC3339Nano))
 	}

@@ -26,11 +26,18 @@ func TestEngineErrors(t *testing.T) {
 	if err := e.applyReport(rep, time.Now(), time.Now()); !errors.Is(err, ErrReplay) {
 		t.Errorf("same sequence again: %v", err)
 	}
-	if err := e.drain("east", true, opRequest{signedAt: time.Now(), signature: "sig"}, time.Minute); err != nil {
+	signed := time.Now()
+	if err := e.drain("east", true, opRequest{signedAt: signed, signature: "sig"}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.drain("east", true, opRequest{signedAt: time.Now(), signature: "sig"}, time.Minute); !errors.Is(err, ErrReplay) {
+	if err := e.drain("east", true, opRequest{signedAt: signed.Add(time.Second), signature: "sig"}, time.Minute); !errors.Is(err, ErrReplay) {
 		t.Errorf("same signature again: %v", err)
+	}
+	if err := e.drain("east", false, opRequest{signedAt: signed, signature: "sig2"}, time.Minute); !errors.Is(err, ErrReplay) {
+		t.Errorf("signed no later than the last applied: %v", err)
+	}
+	if got := e.operatorFenceOf("east"); !got.Equal(signed) {
+		t.Errorf("operator fence %v, want %v", got, signed)
 	}
 	for err, code := range map[error]int{ErrReplay: 409, ErrUnknownCluster: 404, errors.New("x"): 500} {
 		if got := engineError(err).status; got != code {
