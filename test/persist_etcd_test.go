@@ -19,7 +19,7 @@ func etcdCorefile(t testing.TB, name string, endpoints []string, prefix, probe, 
 	east, west, admin := filepath.Join(dir, "east.key"), filepath.Join(dir, "west.key"), filepath.Join(dir, "admin.key")
 	os.WriteFile(east, []byte(eastKey+"\n"), 0o600)
 	os.WriteFile(west, []byte(westKey+"\n"), 0o600)
-	os.WriteFile(admin, []byte(adminKey+"\n"), 0o600)
+	os.WriteFile(admin, []byte(opKey+"\n"), 0o600)
 	return `svc1.net:DNSPORT {
     healthswitch {
         cluster east 127.0.0.11 {

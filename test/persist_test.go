@@ -187,11 +187,12 @@ func (s signedRequest) send(api string) (int, error) {
 	return resp.StatusCode, nil
 }
 
-const adminKey = "admin-key-0123456789abcdef"
+// opKey signs operator requests in these tests.
+const opKey = "admin-key-0123456789abcdef"
 
 func drainRequest(action, cluster string, at time.Time) signedRequest {
 	body := []byte(fmt.Sprintf(`{"action":%q,"cluster":%q,"reason":"maintenance"}`, action, cluster))
-	return signRequest("/v1/clusters/"+cluster+"/"+action, body, []byte(adminKey), at)
+	return signRequest("/v1/clusters/"+cluster+"/"+action, body, []byte(opKey), at)
 }
 
 // reportRequest is a signed sidecar report of cluster, as bytes on the wire.
@@ -249,7 +250,7 @@ func queryLoop(addr, name string, pause time.Duration, stop <-chan struct{}) <-c
 func stateCorefile(t *testing.T, statePath string) string {
 	east, west := keyFiles(t)
 	admin := filepath.Join(t.TempDir(), "admin.key")
-	os.WriteFile(admin, []byte(adminKey+"\n"), 0o600)
+	os.WriteFile(admin, []byte(opKey+"\n"), 0o600)
 	return `svc1.net:DNSPORT {
     healthswitch {
         cluster east 127.0.0.11 {
@@ -406,7 +407,7 @@ func TestStateFileCorruptStartsAnyway(t *testing.T) {
 func TestStateFileAcrossReloads(t *testing.T) {
 	east, west := keyFiles(t)
 	admin := filepath.Join(t.TempDir(), "admin.key")
-	os.WriteFile(admin, []byte(adminKey), 0o600)
+	os.WriteFile(admin, []byte(opKey), 0o600)
 	statePath := filepath.Join(t.TempDir(), "state.json")
 	dnsPort, apiPort := freePort(t), freePort(t)
 	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
