@@ -40,11 +40,11 @@ func BenchmarkReplicaPropagation(b *testing.B) {
 	for range b.N {
 		e := propagation(b, withEtcd, "etcd", flips)
 		p := propagation(b, withPeers, "peers", flips)
-		b.ReportMetric(percentile(e, 50), "etcd-p50-ms")
-		b.ReportMetric(percentile(e, 99), "etcd-p99-ms")
-		b.ReportMetric(percentile(p, 50), "peers-p50-ms")
-		b.ReportMetric(percentile(p, 99), "peers-p99-ms")
-		b.ReportMetric(percentile(e, 99)/percentile(p, 99), "p99-ratio-etcd/peers")
+		b.ReportMetric(flipPercentile(e, 50), "etcd-p50-ms")
+		b.ReportMetric(flipPercentile(e, 99), "etcd-p99-ms")
+		b.ReportMetric(flipPercentile(p, 50), "peers-p50-ms")
+		b.ReportMetric(flipPercentile(p, 99), "peers-p99-ms")
+		b.ReportMetric(flipPercentile(e, 99)/flipPercentile(p, 99), "p99-ratio-etcd/peers")
 	}
 }
 
@@ -137,7 +137,7 @@ func pollUntil(addr, want string, start time.Time, within time.Duration) time.Du
 	return -1
 }
 
-func percentile(v []float64, p float64) float64 {
+func flipPercentile(v []float64, p float64) float64 {
 	s := slices.Clone(v)
 	slices.Sort(s)
 	return s[min(len(s)-1, int(float64(len(s))*p/100))]
