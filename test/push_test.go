@@ -99,16 +99,21 @@ func startCoreDNS(t testing.TB, bin, corefile string, apiPort int) *realServer {
 			t.Logf("coredns output:\n%s", s.log)
 		}
 	})
-	waitFor(t, 10*time.Second, "coredns to answer", func() bool {
-		resp, err := http.Get(s.api + "/v1/status")
+	waitFor(t, 10*time.Second, "coredns to answer", answering(s.api, s.dns))
+	return s
+}
+
+// answering is the condition "the push API and the DNS port both answer".
+func answering(api, dnsAddr string) func() bool {
+	return func() bool {
+		resp, err := http.Get(api + "/v1/status")
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
-		_, err = realQuery(s.dns, "udp", "svc1.net.", dns.TypeSOA)
+		_, err = realQuery(dnsAddr, "udp", "svc1.net.", dns.TypeSOA)
 		return err == nil
-	})
-	return s
+	}
 }
 
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {

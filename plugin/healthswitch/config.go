@@ -36,6 +36,8 @@ type config struct {
 	block    string   // the server block's identity across reloads (lifecycle.go)
 	clusters []*clusterConfig
 	apps     []app
+	// store is `state` or `store etcd` (persist.go); nil: nothing outlives the process.
+	store *storeConfig
 
 	policy      string
 	ttl         uint32

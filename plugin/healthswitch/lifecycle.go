@@ -21,7 +21,9 @@ var registry = struct {
 	engines   map[string]*engine         // by server block identity
 	listeners map[string]*sharedListener // by listen address
 	started   map[*HealthSwitch]bool     // instances whose start ran and whose stop did not yet
-}{engines: map[string]*engine{}, listeners: map[string]*sharedListener{}, started: map[*HealthSwitch]bool{}}
+	stores    map[string]*sharedStore    // by store identity (persist.go): opened once, handed over
+}{engines: map[string]*engine{}, listeners: map[string]*sharedListener{}, started: map[*HealthSwitch]bool{},
+	stores: map[string]*sharedStore{}}
 
 // blockIdentity names a server block across reloads: its keys (zones with
 // their ports and transports), which no two blocks of a Corefile share. Two
@@ -43,11 +45,16 @@ func (h *HealthSwitch) start() error {
 	prev := registry.engines[h.cfg.block]
 	registry.Unlock()
 	h.engine.markStarted(h.engine.now())
+	finishStore, err := h.startStore()
+	if err != nil {
+		return err
+	}
 	if prev != nil && prev != h.engine {
 		h.engine.inherit(prev)
 	} else {
 		h.engine.republish()
 	}
+	finishStore()
 	if err := h.startListener(); err != nil {
 		return err
 	}
@@ -63,6 +70,7 @@ func (h *HealthSwitch) stop() error {
 	h.once.Do(func() {
 		h.engine.stopBackground()
 		h.stopListener()
+		h.releaseStore()
 		registry.Lock()
 		if registry.engines[h.cfg.block] == h.engine {
 			delete(registry.engines, h.cfg.block)

@@ -64,6 +64,26 @@ var (
 		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "notifications_total",
 		Help: "Notify webhooks and peer forwards sent, by kind and result.",
 	}, []string{"kind", "result"})
+	storeConnected = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "store_connected",
+		Help: "1 while the store (state file or etcd) works, 0 while it does not and answers come from memory, by kind.",
+	}, []string{"kind"})
+	storeErrors = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "store_errors_total",
+		Help: "Store operations that failed, by operation.",
+	}, []string{"op"})
+	corruptStateFiles = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "store_corrupt_total",
+		Help: "State files found unreadable at start and moved aside.",
+	})
+	storeRelists = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "store_relists_total",
+		Help: "Full relists of the etcd prefix after a compaction or a failed watch.",
+	})
+	storeReplicas = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: pluginName, Name: "store_replicas",
+		Help: "Replicas present in etcd (presence/), as last listed.",
+	})
 )
 
 // Push API hardening (limits.go, access.go).

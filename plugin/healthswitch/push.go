@@ -2,13 +2,11 @@ package healthswitch
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/healthswitch/healthswitch/internal/redact"
@@ -159,12 +157,16 @@ func (h *HealthSwitch) handleDrain(drain bool) http.HandlerFunc {
 		if aerr == nil {
 			signedAt, aerr = h.authorizeAdmin(body, r.Header)
 		}
+		var req adminRequest
 		if aerr == nil {
 			trust(r.Context())
-			aerr = checkAdminBody(body, action, name)
+			req, aerr = checkAdminBody(body, action, name)
 		}
 		if aerr == nil {
-			aerr = h.applyDrain(r.Context(), name, drain, r.Header.Get(report.HeaderSignature), signedAt)
+			// Verify accepts one canonical signature string per request, so the
+			// header as sent is the request's identity.
+			op := opRequest{signedAt: signedAt, signature: r.Header.Get(report.HeaderSignature), reason: req.Reason}
+			aerr = h.applyDrain(r.Context(), name, drain, op)
 		}
 		if aerr != nil {
 			writeError(w, aerr)
@@ -177,35 +179,29 @@ func (h *HealthSwitch) handleDrain(drain bool) http.HandlerFunc {
 	}
 }
 
-// applyDrain applies a verified operator request once: its signature is
-// compared as the bytes it decodes to (hex in any case is the same
-// request), and it must be signed after the last one applied to the
-// cluster (the operator fence).
-func (h *HealthSwitch) applyDrain(ctx context.Context, name string, drain bool, sig string, signedAt time.Time) *apiError {
+// applyDrain applies a verified operator request once: it must be signed
+// after the last one applied to the cluster (the operator fence, kept by
+// the engine and by the store), and only verified requests take an apply
+// slot.
+func (h *HealthSwitch) applyDrain(ctx context.Context, name string, drain bool, req opRequest) *apiError {
 	release, aerr := h.applySlot(ctx)
 	if aerr != nil {
 		return aerr
 	}
 	defer release()
-	if err := h.engine.drain(name, drain, canonicalSig(sig), signedAt, 2*h.cfg.skew); err != nil {
+	if err := h.engine.drain(name, drain, req, 2*h.cfg.skew); err != nil {
 		return engineError(err)
 	}
 	return nil
 }
 
-// canonicalSig is a verified signature header as the bytes it stands for.
-func canonicalSig(sig string) string {
-	b, _ := hex.DecodeString(strings.TrimPrefix(sig, "v1="))
-	return string(b)
-}
-
-func checkAdminBody(body []byte, action, cluster string) *apiError {
+func checkAdminBody(body []byte, action, cluster string) (adminRequest, *apiError) {
 	var req adminRequest
 	if err := decodeStrict(body, &req); err != nil || req.Action != action || req.Cluster != cluster {
-		return reject(http.StatusBadRequest, "malformed",
+		return req, reject(http.StatusBadRequest, "malformed",
 			`body must be exactly {"action":%q,"cluster":%q} with an optional "reason", matching the path`, action, cluster)
 	}
-	return nil
+	return req, nil
 }
 
 // authorizeAdmin checks a request signed like a report, with the admin key,

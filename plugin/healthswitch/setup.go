@@ -2,9 +2,12 @@ package healthswitch
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,6 +18,7 @@ import (
 	"github.com/coredns/coredns/plugin"
 	"github.com/miekg/dns"
 
+	"github.com/healthswitch/healthswitch/internal/store"
 	"github.com/healthswitch/healthswitch/report"
 )
 
@@ -150,6 +154,10 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 		cfg.hostmaster = dns.Fqdn(strings.ToLower(args[0]))
 	case "fallthrough":
 		cfg.fallthru.SetZonesFromArgs(c.RemainingArgs())
+	case "state":
+		return parseState(c, cfg)
+	case "store":
+		return parseStore(c, cfg)
 	default:
 		return c.Errf("unknown property %q", prop)
 	}
@@ -475,4 +483,132 @@ func commandArg(c *caddy.Controller) (*hook, error) {
 		return &hook{url: args[0]}, nil
 	}
 	return &hook{argv: args}, nil
+}
+
+// parseState reads `state FILE`: what one replica must not lose, in a file.
+func parseState(c *caddy.Controller, cfg *config) error {
+	args := c.RemainingArgs()
+	if len(args) != 1 {
+		return c.Errf("state needs one file, e.g. state /var/lib/healthswitch/state.json")
+	}
+	if cfg.store != nil {
+		return c.Errf("state: the store is already set on line %d (state and store etcd exclude each other)", cfg.store.line)
+	}
+	path, err := filepath.Abs(args[0])
+	if err != nil {
+		return c.Errf("state: %v", err)
+	}
+	cfg.store = &storeConfig{kind: storeFile, path: path, line: c.Line()}
+	return nil
+}
+
+// parseStore reads `store etcd ENDPOINT... [{ ... }]`: state shared by
+// every replica through etcd. Files are read here, so a bad one fails the
+// load with its line, not the first write.
+func parseStore(c *caddy.Controller, cfg *config) error {
+	line := c.Line()
+	args := c.RemainingArgs()
+	if len(args) < 2 || args[0] != "etcd" {
+		return c.Errf("store needs a kind and endpoints, e.g. store etcd https://etcd-0:2379")
+	}
+	if cfg.store != nil {
+		return c.Errf("store: the store is already set on line %d (state and store etcd exclude each other)", cfg.store.line)
+	}
+	sc := &storeConfig{kind: storeEtcd, line: line, etcd: store.EtcdOptions{OpTimeout: defaultStoreTimeout}}
+	for _, a := range args[1:] {
+		u, err := url.Parse(a)
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			return c.Errf("store etcd: %q is not an endpoint like https://etcd-0:2379", a)
+		}
+		sc.etcd.Endpoints = append(sc.etcd.Endpoints, a)
+	}
+	// The block is optional: look for its brace on this line (as cluster does).
+	if c.NextArg() {
+		if c.Val() != "{" {
+			return c.Errf("store etcd: unexpected %q", c.Val())
+		}
+		closed := false
+		for !closed && c.Next() {
+			if closed = c.Val() == "}"; !closed {
+				if err := parseStoreProperty(c, sc); err != nil {
+					return err
+				}
+			}
+		}
+		if !closed {
+			return c.EOFErr()
+		}
+	}
+	if sc.etcd.Replica == "" {
+		sc.etcd.Replica, _ = os.Hostname()
+	}
+	if sc.etcd.Prefix == "" {
+		sc.etcd.Prefix = "/healthswitch"
+	}
+	cfg.store = sc
+	return nil
+}
+
+func parseStoreProperty(c *caddy.Controller, sc *storeConfig) error {
+	o := &sc.etcd
+	prop := c.Val()
+	args := c.RemainingArgs()
+	one := func() (string, error) {
+		if len(args) != 1 {
+			return "", c.Errf("store etcd: %s needs one value", prop)
+		}
+		return args[0], nil
+	}
+	var err error
+	switch prop {
+	case "prefix":
+		o.Prefix, err = one()
+		if err == nil && (!strings.HasPrefix(o.Prefix, "/") || strings.Trim(o.Prefix, "/") == "") {
+			return c.Errf("store etcd: prefix %q must start with / and name something", o.Prefix)
+		}
+	case "tls":
+		if len(args) != 3 {
+			return c.Errf("store etcd: tls needs CERT KEY CA")
+		}
+		if _, err := tls.LoadX509KeyPair(args[0], args[1]); err != nil {
+			return c.Errf("store etcd: tls: %v", err)
+		}
+		pem, err := os.ReadFile(args[2])
+		if err != nil || !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			return c.Errf("store etcd: tls: no CA certificate in %s", args[2])
+		}
+		o.CertFile, o.KeyFile, o.CAFile = args[0], args[1], args[2]
+	case "username":
+		o.Username, err = one()
+	case "password_file":
+		o.PasswordFile, err = one()
+		if err == nil {
+			if _, rerr := os.ReadFile(o.PasswordFile); rerr != nil {
+				return c.Errf("store etcd: password_file: %v", rerr)
+			}
+		}
+	case "replica":
+		o.Replica, err = one()
+		if err == nil && (strings.Contains(o.Replica, "/") || o.Replica == "") {
+			return c.Errf("store etcd: replica %q may not contain /", o.Replica)
+		}
+	case "timeout", "presence_ttl":
+		var v string
+		var d time.Duration
+		if v, err = one(); err == nil {
+			if d, err = time.ParseDuration(v); err != nil || d <= 0 {
+				return c.Errf("store etcd: %s %q is not a positive duration", prop, v)
+			}
+		}
+		if prop == "timeout" {
+			o.OpTimeout = d
+		} else if d < 2*time.Second {
+			return c.Errf("store etcd: presence_ttl %s is under 2s", d)
+		} else {
+			o.PresenceTTL = d
+		}
+	default:
+		return c.Errf("store etcd: unknown property %q", prop)
+	}
+	return err
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/healthswitch/healthswitch/internal/sender"
+	"github.com/healthswitch/healthswitch/internal/store"
 	"github.com/healthswitch/healthswitch/report"
 )
 
@@ -67,6 +68,7 @@ type clusterState struct {
 	sidecarSignal
 	probeSignal
 	recovery
+	operatorState // state_store.go
 }
 
 // decision is what the engine made of the signals: the output.
@@ -77,11 +79,6 @@ type decision struct {
 	drained  bool // by the operator
 	signaled bool // had a first signal of any kind (for ready)
 	disagree bool // sidecar and probe disagree now
-
-	// operatorFence is when the last applied operator request (drain,
-	// undrain) for this cluster was signed: a request must be signed
-	// later to apply. Plain state, so a store can keep it.
-	operatorFence time.Time
 }
 
 // sidecarSignal is the pushed signal and its replay fence.
@@ -125,19 +122,20 @@ type engine struct {
 
 	snap atomic.Pointer[snapshot]
 
-	mu        sync.Mutex
-	started   time.Time
-	clusters  map[string]*clusterState
-	epoch     uint64
-	events    []Event
-	stopped   bool
-	ramping   bool
-	done      chan struct{} // closed by stopBackground
-	ticker    *time.Ticker
-	send      *sender.Sender       // notify, peers and hooks; its loops start with the first message
-	adminSeen map[string]time.Time // signatures of applied operator requests, until they expire
-	subs      map[*subscription]struct{}
-	onChange  []func(ev Event) // called with mu held; must not block
+	mu          sync.Mutex
+	started     time.Time
+	clusters    map[string]*clusterState
+	epoch       uint64
+	events      []Event
+	stopped     bool
+	ramping     bool
+	done        chan struct{} // closed by stopBackground
+	ticker      *time.Ticker
+	send        *sender.Sender       // notify, peers and hooks; its loops start with the first message
+	adminSeen   map[string]time.Time // signatures of applied operator requests, until they expire
+	subs        map[*subscription]struct{}
+	onChange    []func(ev Event) // called with mu held; must not block
+	persistence                  // state_store.go
 }
 
 func newEngine(cfg *config) *engine {
@@ -192,6 +190,9 @@ const minShare = 0.1
 func (e *engine) evaluate(cs *clusterState) (State, string) {
 	if cs.drained {
 		return StateDrained, "drained by operator"
+	}
+	if cs.heldDown != "" {
+		return StateDown, cs.heldDown
 	}
 	side, probe := cs.sidecar, cs.probe
 	switch e.cfg.detect {
@@ -322,8 +323,7 @@ func (e *engine) setDrained(name string, drained bool) error {
 	if cs == nil {
 		return fmt.Errorf("%w %q", ErrUnknownCluster, name)
 	}
-	cs.drained = drained
-	e.update(cs, cause{received: e.now()})
+	e.applyDrain(cs, store.Drain{Drained: drained, At: e.now()}, cause{received: e.now()})
 	return nil
 }
 

@@ -23,16 +23,18 @@ func (e *engine) inherit(old *engine) {
 		cs.decision = ocs.decision
 		cs.disagree = false
 		cs.downAt, cs.upAt = ocs.downAt, ocs.upAt
+		cs.operatorState = ocs.operatorState
 		if cs.sidecar != sigNone && ocs.sidecar != sigNone {
 			cs.sidecar, cs.sidecarWhy = ocs.sidecar, ocs.sidecarWhy
 			cs.report, cs.reportAt = ocs.report, ocs.reportAt
-			cs.bootID, cs.sequence = ocs.bootID, ocs.sequence
+			setFence(cs, fenceOf(ocs))
 			cs.staleDeadline = ocs.staleDeadline
 		}
 		if cs.probe != sigNone && ocs.probe != sigNone {
 			cs.probe, cs.probeWhy = ocs.probe, ocs.probeWhy
 		}
 	}
+	e.refreshSerial()
 	for _, cs := range e.clusters {
 		e.update(cs, cause{received: now})
 	}
@@ -70,7 +72,7 @@ func (e *engine) startBackground() {
 		}()
 	}
 	e.startProbes()
-	e.onChange = append(e.onChange, e.notifyChange)
+	e.onChange = append(e.onChange, e.notifyChange, e.publishEpoch)
 }
 
 // stopBackground stops timers, probes and outputs, and ends subscriptions.

@@ -6,38 +6,45 @@ import (
 	"time"
 
 	"github.com/healthswitch/healthswitch/internal/hysteresis"
-	"github.com/healthswitch/healthswitch/internal/redact"
+	"github.com/healthswitch/healthswitch/internal/store"
 	"github.com/healthswitch/healthswitch/report"
 )
 
 // applyReport takes a verified report, signed at signedAt, as the cluster's
-// sidecar signal. It fails with ErrUnknownCluster or ErrReplay.
+// sidecar signal. It fails with ErrUnknownCluster or ErrReplay. With a
+// store, the fence moves there first (compare-and-swap), so of two replicas
+// offered the same report only one accepts it.
 func (e *engine) applyReport(rep *report.Report, signedAt, received time.Time) error {
+	next := store.Fence{BootID: rep.BootID, Sequence: rep.Sequence, SignedAt: signedAt}
+	prev, err := e.checkFence(rep.Cluster, next)
+	if err != nil {
+		return err
+	}
+	var observed time.Time
+	why := "healthy"
+	if rep.Healthy {
+		observed = recovered(rep)
+	} else {
+		why, observed = failing(rep)
+	}
+	sig := store.Signal{Healthy: rep.Healthy, Reason: why, ObservedAt: observed, ReceivedAt: received, Replica: e.storeReplica()}
+	if err := e.persistFence(rep.Cluster, prev, next, sig); err != nil {
+		return err
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	cs := e.clusters[rep.Cluster]
-	switch {
-	case cs == nil:
-		return fmt.Errorf("%w %q", ErrUnknownCluster, rep.Cluster)
-	case rep.BootID == cs.bootID && rep.Sequence <= cs.sequence:
-		return fmt.Errorf("%w: sequence %d of boot %s is not above %d", ErrReplay, rep.Sequence, rep.BootID, cs.sequence)
-	case rep.BootID != cs.bootID && cs.report != nil && signedAt.Before(cs.signedAt):
-		// A new boot_id must also be newer than the last accepted report, or
-		// an old boot's reports could be replayed within the skew window.
-		return fmt.Errorf("%w: boot %s signed at %s, before the last accepted report", ErrReplay, rep.BootID, signedAt.Format(time.RFC3339Nano))
+	if have := fenceOf(cs); !next.After(have) {
+		return replayOf(next, have) // a concurrent copy got here first
 	}
-	cs.bootID, cs.sequence, cs.signedAt = rep.BootID, rep.Sequence, signedAt
-	cs.report, cs.reportAt, cs.signaled = rep, received, true
+	setFence(cs, next)
+	cs.report, cs.reportAt, cs.signaled, cs.heldDown = rep, received, true, ""
 	reportAge.WithLabelValues(rep.Cluster).Set(received.Sub(rep.SentAt).Seconds())
 	lastReportTime.WithLabelValues(rep.Cluster).Set(float64(received.UnixNano()) / 1e9)
 
-	var observed time.Time
+	cs.sidecar, cs.sidecarWhy = sigDown, why
 	if rep.Healthy {
-		cs.sidecar, cs.sidecarWhy = sigUp, "healthy"
-		observed = recovered(rep)
-	} else {
-		cs.sidecar = sigDown
-		cs.sidecarWhy, observed = failing(rep)
+		cs.sidecar = sigUp
 	}
 	e.armStale(cs, e.cfg.stale)
 	e.noteDisagreement(cs)
@@ -130,7 +137,7 @@ func (e *engine) applyProbe(cs *clusterState, pt *probeTarget, err error, start 
 	pt.lastOK, pt.lastAt, pt.lastRTT = err == nil, start, rtt
 	pt.lastError = ""
 	if err != nil {
-		pt.lastError = redact.Text(err.Error())
+		pt.lastError = err.Error()
 	}
 	if _, changed := pt.counter.Observe(err == nil); !changed {
 		return
@@ -140,6 +147,9 @@ func (e *engine) applyProbe(cs *clusterState, pt *probeTarget, err error, start 
 		return
 	}
 	cs.probe, cs.probeWhy, cs.signaled = sig, why, true
+	if sig != sigUnknown {
+		cs.heldDown = "" // a fresh verdict
+	}
 	e.noteDisagreement(cs)
 	e.update(cs, cause{observed: start, received: start.Add(rtt)})
 }
@@ -183,47 +193,58 @@ func (e *engine) firstUse(sig string, keep time.Duration) error {
 	return nil
 }
 
+// opRequest is a verified operator request: when it was signed, its
+// signature in canonical form, and the reason it gives.
+type opRequest struct {
+	signedAt  time.Time
+	signature string
+	reason    string
+}
+
+// opFence is the fence of operator requests, in one place: a request must
+// be signed later than the last one applied to the cluster, on this replica
+// and, through the store (CASOpFence), on every replica and across
+// restarts. Called with mu held.
+func (e *engine) opFence(cs *clusterState, next store.OpFence) error {
+	if !next.SignedAt.After(cs.opFence.SignedAt) {
+		return fmt.Errorf("%w: an operator request for %s signed at %s was applied already, this one is not later",
+			ErrReplay, cs.cfg.name, cs.opFence.SignedAt.Format(time.RFC3339Nano))
+	}
+	return nil
+}
+
 // drain takes a cluster out of (or back into) service for an operator
-// request signed at signedAt with sig (its decoded bytes), which is
-// remembered for keep. It fails with ErrUnknownCluster, or ErrReplay when
-// that request was applied already or was not signed after the last one
-// applied to the cluster (its operator fence).
-func (e *engine) drain(name string, drained bool, sig string, signedAt time.Time, keep time.Duration) error {
+// request; its signature is remembered for keep. It fails with ErrReplay
+// when that request was applied already or is not later than the last one
+// applied to the cluster, or with ErrUnknownCluster.
+func (e *engine) drain(name string, drained bool, req opRequest, keep time.Duration) error {
+	next := store.OpFence{SignedAt: req.signedAt, Signature: req.signature}
+	prev, err := e.checkOpFence(name, next, req.signature, keep)
+	if err != nil {
+		return err
+	}
+	d := store.Drain{Drained: drained, Reason: req.reason, At: req.signedAt, Replica: e.storeReplica()}
+	if err := e.persistDrain(name, prev, next, d); err != nil {
+		return err
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	cs := e.clusters[name]
-	if cs == nil {
-		return fmt.Errorf("%w %q", ErrUnknownCluster, name)
-	}
-	if !signedAt.After(cs.operatorFence) {
-		return fmt.Errorf("%w: signed at %s, not after the last operator request applied to %s (%s)", ErrReplay,
-			signedAt.UTC().Format(time.RFC3339Nano), name, cs.operatorFence.UTC().Format(time.RFC3339Nano))
-	}
-	if err := e.firstUse(sig, keep); err != nil {
+	if err := e.opFence(cs, next); err != nil {
 		return err
 	}
-	cs.operatorFence = signedAt
-	cs.drained = drained
-	e.update(cs, cause{received: e.now()})
+	cs.opFence = next
+	e.applyDrain(cs, d, cause{received: e.now()})
 	return nil
 }
 
 // operatorFenceOf is when the last operator request applied to cluster was
-// signed (zero: none yet); raiseOperatorFence restores it, e.g. from a store.
+// signed (zero: none yet).
 func (e *engine) operatorFenceOf(cluster string) time.Time {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if cs := e.clusters[cluster]; cs != nil {
-		return cs.operatorFence
+		return cs.opFence.SignedAt
 	}
 	return time.Time{}
-}
-
-// raiseOperatorFence raises a cluster's operator fence to at (never lowers it).
-func (e *engine) raiseOperatorFence(cluster string, at time.Time) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if cs := e.clusters[cluster]; cs != nil && at.After(cs.operatorFence) {
-		cs.operatorFence = at
-	}
 }

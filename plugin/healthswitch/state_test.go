@@ -27,13 +27,13 @@ func TestEngineErrors(t *testing.T) {
 		t.Errorf("same sequence again: %v", err)
 	}
 	signed := time.Now()
-	if err := e.drain("east", true, "sig", signed, time.Minute); err != nil {
+	if err := e.drain("east", true, opRequest{signedAt: signed, signature: "sig"}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.drain("east", true, "sig", signed.Add(time.Second), time.Minute); !errors.Is(err, ErrReplay) {
+	if err := e.drain("east", true, opRequest{signedAt: signed.Add(time.Second), signature: "sig"}, time.Minute); !errors.Is(err, ErrReplay) {
 		t.Errorf("same signature again: %v", err)
 	}
-	if err := e.drain("east", false, "sig2", signed, time.Minute); !errors.Is(err, ErrReplay) {
+	if err := e.drain("east", false, opRequest{signedAt: signed, signature: "sig2"}, time.Minute); !errors.Is(err, ErrReplay) {
 		t.Errorf("signed no later than the last applied: %v", err)
 	}
 	if got := e.operatorFenceOf("east"); !got.Equal(signed) {

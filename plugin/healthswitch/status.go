@@ -17,6 +17,7 @@ type statusDoc struct {
 	Clusters []clusterStatus `json:"clusters"`
 	Names    []nameStatus    `json:"names"`
 	Peers    []outboxStatus  `json:"peers,omitempty"`
+	Store    *storeStatus    `json:"store,omitempty"` // persist.go
 }
 
 type clusterStatus struct {
@@ -67,6 +68,7 @@ func (h *HealthSwitch) status() statusDoc {
 	v := e.view()
 	snap := v.snap
 	doc := statusDoc{Epoch: snap.epoch, Zones: h.cfg.zones, Policy: h.cfg.policy, Detect: h.cfg.detect, AllDown: h.cfg.allDown, Clusters: v.clusters}
+	doc.Store = h.storeStatus()
 	for i, cl := range h.cfg.clusters {
 		for _, u := range cl.notify {
 			doc.Clusters[i].Notify = append(doc.Clusters[i].Notify, outboxStatusOf(e.send, u, notifyKey(cl.name, u)))

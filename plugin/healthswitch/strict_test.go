@@ -99,9 +99,11 @@ func TestOperatorRequestsApplyOnce(t *testing.T) {
 	if code := send("/v1/clusters/east/drain", drain, ts, sig); code != 200 {
 		t.Fatalf("drain: %d", code)
 	}
+	// Only the canonical (lower-case) signature verifies, so an upper-cased
+	// copy of a used request is no new request: it is refused as unsigned.
 	upper := "v1=" + strings.ToUpper(strings.TrimPrefix(sig, "v1="))
-	if code := send("/v1/clusters/east/drain", drain, ts, upper); code != http.StatusConflict {
-		t.Errorf("replayed drain with the signature upper-cased: %d, want 409", code)
+	if code := send("/v1/clusters/east/drain", drain, ts, upper); code != http.StatusUnauthorized {
+		t.Errorf("replayed drain with the signature upper-cased: %d, want 401", code)
 	}
 	// An undrain signed a second before the applied drain: refused, even
 	// though it was never seen.
