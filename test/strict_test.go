@@ -83,14 +83,15 @@ func TestRealBinaryStrictBodies(t *testing.T) {
 			t.Fatalf("healthy report: %d", code)
 		}
 		body := []byte(`{"action":"drain","cluster":"west"}`)
-		ts, sig := report.Sign([]byte(adminKey), time.Now(), body)
+		drainedAt := time.Now()
+		ts, sig := report.Sign([]byte(adminKey), drainedAt, body)
 		if code := postSig(t, s.api+drain, body, ts, sig); code != 200 {
 			t.Fatalf("drain: %d", code)
 		}
 		if got := answerSet(s.dns, "svc1.net."); got != "127.0.0.11" {
 			t.Fatalf("west drained: %q", got)
 		}
-		if code, _ := postSigned(s.api+"/v1/clusters/west/undrain", []byte(`{"action":"undrain","cluster":"west"}`), []byte(adminKey), time.Now()); code != 200 {
+		if code, _ := postSigned(s.api+"/v1/clusters/west/undrain", []byte(`{"action":"undrain","cluster":"west"}`), []byte(adminKey), drainedAt.Add(2*time.Millisecond)); code != 200 { // the operator fence: strictly later
 			t.Fatalf("undrain: %d", code)
 		}
 		for _, replay := range []string{sig, "v1=" + strings.ToUpper(sig[3:]), "V1=" + sig[3:]} {
