@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -219,24 +220,50 @@ func answerSets(lvl *level, clusters []string, views map[string]clusterView) (a,
 		return a, aaaa
 	}
 	if lvl.policy == policyFailover {
-		best := up[0].cfg.priority
-		for _, v := range up {
-			best = min(best, v.cfg.priority)
-		}
-		tier := up[:0:0]
-		for _, v := range up {
-			if v.cfg.priority == best {
-				tier = append(tier, v)
-			}
-		}
-		up = tier
+		up = failoverTiers(up, lvl.slowStart)
 	}
-	fill(a, up, func(c *clusterConfig) []net.IP { return c.v4 })
-	fill(aaaa, up, func(c *clusterConfig) []net.IP { return c.v6 })
+	// Slow start ramps clusters in beside those answered whole; when there
+	// is none (they all ramp: nothing to take the answers from), they are
+	// all answered whole, so the name is not answered empty meanwhile.
+	ramp := false
+	for _, v := range up {
+		ramp = ramp || v.share(lvl.slowStart) >= 1
+	}
+	fill(a, up, ramp, func(c *clusterConfig) []net.IP { return c.v4 })
+	fill(aaaa, up, ramp, func(c *clusterConfig) []net.IP { return c.v6 })
 	return a, aaaa
 }
 
-func fill(s *answerSet, up []clusterView, ips func(*clusterConfig) []net.IP) {
+// failoverTiers keeps the best priority tier of the up clusters. While every
+// cluster of it ramps in (slow start), the tiers below it are kept too, down
+// to the first with a cluster answered whole: those carry the answers the
+// ramping tier does not take yet, until its ramp ends.
+func failoverTiers(up []clusterView, slowStart time.Duration) []clusterView {
+	prios := make([]int, 0, len(up))
+	for _, v := range up {
+		prios = append(prios, v.cfg.priority)
+	}
+	slices.Sort(prios)
+	prios = slices.Compact(prios)
+	var keep []clusterView
+	for _, p := range prios {
+		whole := false
+		for _, v := range up {
+			if v.cfg.priority == p {
+				keep = append(keep, v)
+				whole = whole || v.share(slowStart) >= 1
+			}
+		}
+		if whole {
+			break
+		}
+	}
+	return keep
+}
+
+// fill makes the answer set of one address family; ramp: clusters get their
+// slow start share, else they are whole.
+func fill(s *answerSet, up []clusterView, ramp bool, ips func(*clusterConfig) []net.IP) {
 	s.weighted = s.level.policy == policyWeighted
 	whole := true
 	for _, v := range up {
@@ -244,7 +271,10 @@ func fill(s *answerSet, up []clusterView, ips func(*clusterConfig) []net.IP) {
 		if len(addrs) == 0 {
 			continue
 		}
-		share := v.share(s.level.slowStart)
+		share := 1.0
+		if ramp {
+			share = v.share(s.level.slowStart)
+		}
 		w := share
 		if s.weighted {
 			w *= float64(v.cfg.weight)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -256,6 +257,49 @@ app www.svc1.net east west`)
 	if e.tick(); e.ramping {
 		t.Error("still ramping after the longest slow_start")
 	}
+}
+
+// Slow start ramps a cluster in beside those answered whole: alone, it is
+// answered whole (never an empty answer); in failover, the tier below keeps
+// answering while the best tier ramps in, and only until then.
+func TestSlowStartNeverEmpties(t *testing.T) {
+	h := newTestHS(t, levelClusters+`app pay.svc1.net east west {
+  policy failover
+  slow_start 10s
+}
+app www.svc1.net east west {
+  slow_start 10s
+}`)
+	clock := time.Now()
+	h.engine.now = func() time.Time { return clock }
+	answers := func(step, name string, ok ...string) {
+		t.Helper()
+		for range 50 {
+			m, _ := query(t, h, name, dns.TypeA, false)
+			if got := fmt.Sprint(addrs(m)); !slices.Contains(ok, got) {
+				t.Fatalf("%s: %s answered %s, want one of %v", step, name, got, ok)
+			}
+		}
+	}
+	set(h, "east", sigUp)
+	set(h, "west", sigUp)
+	set(h, "east", sigDown)
+	set(h, "west", sigDown)
+	clock = clock.Add(time.Second)
+	set(h, "west", sigUp) // ramping, and alone
+	answers("west back alone", "pay.svc1.net.", "[198.51.100.10]")
+	answers("west back alone", "www.svc1.net.", "[198.51.100.10]")
+
+	clock = clock.Add(10 * time.Second)
+	h.engine.tick()
+	set(h, "east", sigUp) // the best tier ramps in; west is whole
+	answers("east ramping", "pay.svc1.net.", "[198.51.100.10]", "[192.0.2.10 198.51.100.10]")
+	answers("east ramping", "www.svc1.net.", "[198.51.100.10]", "[192.0.2.10 198.51.100.10]")
+
+	clock = clock.Add(10 * time.Second)
+	h.engine.tick()
+	answers("east ramped", "pay.svc1.net.", "[192.0.2.10]")
+	answers("east ramped", "www.svc1.net.", "[192.0.2.10 198.51.100.10]")
 }
 
 // A weighted name whose serving clusters have no address of the family
