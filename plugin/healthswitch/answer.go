@@ -222,22 +222,22 @@ func answerSets(lvl *level, clusters []string, views map[string]clusterView) (a,
 	if lvl.policy == policyFailover {
 		up = failoverTiers(up, lvl.slowStart)
 	}
-	// Slow start ramps clusters in beside those answered whole; when there
-	// is none (they all ramp: nothing to take the answers from), they are
-	// all answered whole, so the name is not answered empty meanwhile.
-	ramp := false
+	// Slow start shares are relative to the most recovered cluster: when
+	// they all ramp (nothing whole to take the answers from), the one back
+	// longest is answered whole, so the name is not answered empty meanwhile.
+	most := 0.0
 	for _, v := range up {
-		ramp = ramp || v.share(lvl.slowStart) >= 1
+		most = max(most, v.share(lvl.slowStart))
 	}
-	fill(a, up, ramp, func(c *clusterConfig) []net.IP { return c.v4 })
-	fill(aaaa, up, ramp, func(c *clusterConfig) []net.IP { return c.v6 })
+	fill(a, up, most, func(c *clusterConfig) []net.IP { return c.v4 })
+	fill(aaaa, up, most, func(c *clusterConfig) []net.IP { return c.v6 })
 	return a, aaaa
 }
 
 // failoverTiers keeps the best priority tier of the up clusters. While every
 // cluster of it ramps in (slow start), the tiers below it are kept too, down
-// to the first with a cluster answered whole: those carry the answers the
-// ramping tier does not take yet, until its ramp ends.
+// to the first with a cluster answered whole (or all of them): those carry
+// the answers the ramping tier does not take yet, until its ramp ends.
 func failoverTiers(up []clusterView, slowStart time.Duration) []clusterView {
 	prios := make([]int, 0, len(up))
 	for _, v := range up {
@@ -261,9 +261,9 @@ func failoverTiers(up []clusterView, slowStart time.Duration) []clusterView {
 	return keep
 }
 
-// fill makes the answer set of one address family; ramp: clusters get their
-// slow start share, else they are whole.
-func fill(s *answerSet, up []clusterView, ramp bool, ips func(*clusterConfig) []net.IP) {
+// fill makes the answer set of one address family; a cluster's share is its
+// slow start share over most, the largest of them.
+func fill(s *answerSet, up []clusterView, most float64, ips func(*clusterConfig) []net.IP) {
 	s.weighted = s.level.policy == policyWeighted
 	whole := true
 	for _, v := range up {
@@ -271,10 +271,7 @@ func fill(s *answerSet, up []clusterView, ramp bool, ips func(*clusterConfig) []
 		if len(addrs) == 0 {
 			continue
 		}
-		share := 1.0
-		if ramp {
-			share = v.share(s.level.slowStart)
-		}
+		share := min(1, v.share(s.level.slowStart)/most)
 		w := share
 		if s.weighted {
 			w *= float64(v.cfg.weight)

@@ -259,9 +259,10 @@ app www.svc1.net east west`)
 	}
 }
 
-// Slow start ramps a cluster in beside those answered whole: alone, it is
-// answered whole (never an empty answer); in failover, the tier below keeps
-// answering while the best tier ramps in, and only until then.
+// Slow start shares are relative to the most recovered cluster: alone, a
+// ramping cluster is answered whole (never an empty answer); in failover,
+// the tier below keeps answering while the best tier ramps in, and only
+// until then.
 func TestSlowStartNeverEmpties(t *testing.T) {
 	h := newTestHS(t, levelClusters+`app pay.svc1.net east west {
   policy failover
@@ -281,25 +282,43 @@ app www.svc1.net east west {
 			}
 		}
 	}
+	weights := func(step string, want map[string]string) {
+		t.Helper()
+		for _, n := range h.status().Names {
+			got := map[string]string{}
+			for c, w := range n.Weights {
+				got[c] = fmt.Sprintf("%.2f", w)
+			}
+			if fmt.Sprint(got) != want[n.Name] {
+				t.Errorf("%s: %s weighs %v, want %s", step, n.Name, got, want[n.Name])
+			}
+		}
+	}
+	const west, both = "[198.51.100.10]", "[192.0.2.10 198.51.100.10]"
 	set(h, "east", sigUp)
 	set(h, "west", sigUp)
 	set(h, "east", sigDown)
 	set(h, "west", sigDown)
 	clock = clock.Add(time.Second)
 	set(h, "west", sigUp) // ramping, and alone
-	answers("west back alone", "pay.svc1.net.", "[198.51.100.10]")
-	answers("west back alone", "www.svc1.net.", "[198.51.100.10]")
+	answers("west back alone", "pay.svc1.net.", west)
+	answers("west back alone", "www.svc1.net.", west)
 
-	clock = clock.Add(10 * time.Second)
-	h.engine.tick()
-	set(h, "east", sigUp) // the best tier ramps in; west is whole
-	answers("east ramping", "pay.svc1.net.", "[198.51.100.10]", "[192.0.2.10 198.51.100.10]")
-	answers("east ramping", "www.svc1.net.", "[198.51.100.10]", "[192.0.2.10 198.51.100.10]")
+	clock = clock.Add(5 * time.Second)
+	set(h, "east", sigUp) // both ramp: west (0.5) is answered whole, east (0.1) relative to it
+	weights("both ramping", map[string]string{"pay.svc1.net.": "map[east:0.20 west:1.00]", "www.svc1.net.": "map[east:0.20 west:1.00]"})
+	answers("both ramping", "pay.svc1.net.", west, both)
 
-	clock = clock.Add(10 * time.Second)
+	clock = clock.Add(5 * time.Second)
+	h.engine.tick() // west is whole; the best tier still ramps in beside it
+	weights("east ramping", map[string]string{"pay.svc1.net.": "map[east:0.50 west:1.00]", "www.svc1.net.": "map[east:0.50 west:1.00]"})
+	answers("east ramping", "pay.svc1.net.", west, both)
+
+	clock = clock.Add(5 * time.Second)
 	h.engine.tick()
+	weights("east ramped", map[string]string{"pay.svc1.net.": "map[]", "www.svc1.net.": "map[]"})
 	answers("east ramped", "pay.svc1.net.", "[192.0.2.10]")
-	answers("east ramped", "www.svc1.net.", "[192.0.2.10 198.51.100.10]")
+	answers("east ramped", "www.svc1.net.", both)
 }
 
 // A weighted name whose serving clusters have no address of the family
