@@ -214,12 +214,8 @@ app www.svc1.net east west`)
 
 	weights := func(step string) (ramp, www map[string]float64) {
 		t.Helper()
-		rec := httptest.NewRecorder()
-		h.api.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/status", nil))
 		var doc statusDoc
-		if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
-			t.Fatal(err)
-		}
+		getStatus(t, h, &doc)
 		for _, n := range doc.Names {
 			switch n.Name {
 			case "ramp.svc1.net.":
@@ -343,17 +339,13 @@ func TestStatusShowsLevel(t *testing.T) {
   slow_start 30s
 }
 app www.svc1.net east west`)
-	rec := httptest.NewRecorder()
-	h.api.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/status", nil))
 	var doc struct {
 		Names []struct {
 			Name  string         `json:"name"`
 			Level map[string]any `json:"level"`
 		} `json:"names"`
 	}
-	if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
-		t.Fatal(err)
-	}
+	getStatus(t, h, &doc)
 	want := map[string]string{
 		"pay.svc1.net.": "map[all_down:servfail policy:failover slow_start:30s ttl:1]",
 		"www.svc1.net.": "map[all_down:serve_all policy:all slow_start:0s ttl:7]",
@@ -365,5 +357,20 @@ app www.svc1.net east west`)
 		if got := fmt.Sprint(n.Level); got != want[n.Name] {
 			t.Errorf("%s level %s, want %s", n.Name, got, want[n.Name])
 		}
+	}
+}
+
+// getStatus reads /v1/status as a loopback client would, into doc.
+func getStatus(t *testing.T, h *HealthSwitch, doc any) {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodGet, "/v1/status", nil)
+	req.RemoteAddr = "127.0.0.1:40000"
+	rec := httptest.NewRecorder()
+	h.api.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("/v1/status: %d %s", rec.Code, rec.Body)
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), doc); err != nil {
+		t.Fatal(err)
 	}
 }
