@@ -39,9 +39,9 @@ func appLevelCorefile(east, west string, dnsPort, apiPort int, payLevel string) 
 `, dnsPort, east, west, apiPort, payLevel)
 }
 
-// answerOf is what a client sees for name: the rcode, the sorted addresses
+// levelAnswer is what a client sees for name: the rcode, the sorted addresses
 // and their TTL (-1 without any).
-func answerOf(t *testing.T, addr, name string) (rcode, ips string, ttl int) {
+func levelAnswer(t *testing.T, addr, name string) (rcode, ips string, ttl int) {
 	t.Helper()
 	r, err := realQuery(addr, "udp", name, dns.TypeA)
 	if err != nil {
@@ -81,7 +81,7 @@ func TestAppLevelsThroughFailuresAndReload(t *testing.T) {
 	}
 	expect := func(step, name string, want seen) {
 		t.Helper()
-		rcode, ips, ttl := answerOf(t, dnsAddr, name)
+		rcode, ips, ttl := levelAnswer(t, dnsAddr, name)
 		if got := (seen{rcode, ips, ttl}); got != want {
 			t.Errorf("%s: %s answered %+v, want %+v", step, name, got, want)
 		}
@@ -102,11 +102,11 @@ func TestAppLevelsThroughFailuresAndReload(t *testing.T) {
 	push(eastP, true)
 	expect("east back", "www.svc1.net.", seen{"NOERROR", both, 30})
 	for range 20 {
-		if _, ips, _ := answerOf(t, dnsAddr, "pay.svc1.net."); ips != standby && ips != both {
+		if _, ips, _ := levelAnswer(t, dnsAddr, "pay.svc1.net."); ips != standby && ips != both {
 			t.Fatalf("east back: pay answered %q, want the standby, with east or without", ips)
 		}
 	}
-	st := status(t, api)
+	st := levelStatus(t, api)
 	if w := st.name("pay.svc1.net.").Weights; w["east"] <= 0 || w["east"] >= 1 || w["west"] != 1 {
 		t.Errorf("east back: pay weighs %v, want east a slow start share in (0,1), west 1", w)
 	}
@@ -133,7 +133,7 @@ func TestAppLevelsThroughFailuresAndReload(t *testing.T) {
 	if err := s.Reload(appLevelCorefile(east, west, dnsPort, apiPort, failOpen)); err != nil {
 		t.Fatalf("reload: %v", err)
 	}
-	st = status(t, api)
+	st = levelStatus(t, api)
 	if got := st.clusterState("east"); got != "down" {
 		t.Errorf("after reload: east is %q, want still down", got)
 	}
@@ -163,44 +163,44 @@ type levelDoc struct {
 	SlowStart string `json:"slow_start"`
 }
 
-type nameDoc struct {
+type levelNameDoc struct {
 	Name    string             `json:"name"`
 	Weights map[string]float64 `json:"weights"`
 	Level   levelDoc           `json:"level"`
 }
 
-type statusDocument struct {
+type levelStatusDoc struct {
 	Clusters []struct {
 		Name  string `json:"name"`
 		State string `json:"state"`
 	} `json:"clusters"`
-	Names []nameDoc `json:"names"`
+	Names []levelNameDoc `json:"names"`
 }
 
-func status(t *testing.T, api string) statusDocument {
+func levelStatus(t *testing.T, api string) levelStatusDoc {
 	t.Helper()
 	resp, err := http.Get(api + "/v1/status")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var doc statusDocument
+	var doc levelStatusDoc
 	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
 		t.Fatal(err)
 	}
 	return doc
 }
 
-func (d statusDocument) name(n string) nameDoc {
+func (d levelStatusDoc) name(n string) levelNameDoc {
 	for _, x := range d.Names {
 		if x.Name == n {
 			return x
 		}
 	}
-	return nameDoc{}
+	return levelNameDoc{}
 }
 
-func (d statusDocument) clusterState(c string) string {
+func (d levelStatusDoc) clusterState(c string) string {
 	for _, x := range d.Clusters {
 		if x.Name == c {
 			return x.State
