@@ -150,7 +150,10 @@ func TestFailoverTierSwitchByProbe(t *testing.T) {
 // Holddown keeps a recovered cluster out; slow start then ramps its share.
 func TestHolddownAndSlowStartDistribution(t *testing.T) {
 	east, west := newIngress(t), newIngress(t)
-	s := realCoreDNS(t, probeCorefile(t, east.srv.URL, west.srv.URL, "holddown 600ms\nslow_start 2s"))
+	// Probes with room to spare on a loaded machine: west must stay whole for
+	// east's share to be measured (were both to ramp, the one back first is
+	// answered whole).
+	s := realCoreDNS(t, probeCorefile(t, east.srv.URL, west.srv.URL, "holddown 600ms\nslow_start 2s\ninterval 50ms\ntimeout 45ms"))
 	waitProbes(t, s)
 	waitAnswer(t, s, "127.0.0.11 127.0.0.12")
 	east.failing.Store(true)

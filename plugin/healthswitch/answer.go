@@ -5,7 +5,9 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/coredns/coredns/plugin"
 	"github.com/miekg/dns"
@@ -14,8 +16,8 @@ import (
 // snapshot is everything a query needs, built whenever a cluster changes
 // state and never modified after it is published. The name table is built
 // once per configuration and shared by every snapshot; a transition only
-// rebuilds the answer sets, one per distinct list of serving clusters, so
-// its cost does not grow with the number of names.
+// rebuilds the answer sets, one per distinct list of serving clusters and
+// level, so its cost does not grow with the number of names.
 type snapshot struct {
 	epoch uint64
 	*nameTable
@@ -26,7 +28,13 @@ type snapshot struct {
 type nameTable struct {
 	names  map[string]*entry // every name that exists: apexes, apps and the empty non-terminals between them
 	zones  map[string]*zoneRecords
-	groups [][]string // the distinct cluster lists of the apps; entry.set indexes them
+	groups []appGroup // the distinct cluster lists and levels of the apps; entry.set indexes them
+}
+
+// appGroup is what apps answered alike share: their clusters and level.
+type appGroup struct {
+	clusters []string
+	level    *level
 }
 
 type setPair struct{ a, aaaa *answerSet }
@@ -64,6 +72,7 @@ type answerSet struct {
 	total    float64  // sum of group weights
 	fallback []net.IP // every configured address, for all_down serve_all
 	allDown  bool     // no cluster of the name is up
+	level    *level   // the names' availability level: TTL, all_down, policy
 }
 
 type group struct {
@@ -78,6 +87,9 @@ func (s *answerSet) pick() []net.IP {
 	case s.flat != nil:
 		return rotate(s.flat)
 	case s.weighted:
+		if len(s.groups) == 0 {
+			return nil // no serving cluster has an address of this family
+		}
 		x := rand.Float64() * s.total
 		for _, g := range s.groups {
 			if x < g.weight {
@@ -112,8 +124,18 @@ func rotate(ips []net.IP) []net.IP {
 // clusterView is what buildSnapshot needs to know of each cluster.
 type clusterView struct {
 	cfg     *clusterConfig
-	serving bool    // up, or unknown and treated as up
-	share   float64 // (0,1]: below 1 while slow start ramps it in
+	serving bool          // up, or unknown and treated as up
+	upFor   time.Duration // since it came back up while it may still ramp in; -1: not ramping
+}
+
+// share is the fraction of its answers the cluster gets in a name whose
+// level ramps over slowStart: in (0,1], below 1 while it ramps in (from
+// minShare, linearly).
+func (v clusterView) share(slowStart time.Duration) float64 {
+	if v.upFor < 0 || v.upFor >= slowStart {
+		return 1
+	}
+	return max(minShare, float64(v.upFor)/float64(slowStart))
 }
 
 func newNameTable(cfg *config, serial uint32) *nameTable {
@@ -122,14 +144,18 @@ func newNameTable(cfg *config, serial uint32) *nameTable {
 		t.zones[z] = zoneRecordsFor(cfg, z, serial)
 		t.names[z] = &entry{zone: z, apex: true, set: -1}
 	}
-	groupIndex := map[string]int{}
+	type groupKey struct {
+		clusters string
+		level    level
+	}
+	groupIndex := map[groupKey]int{}
 	for _, ap := range cfg.apps {
-		key := strings.Join(ap.clusters, " ")
+		key := groupKey{strings.Join(ap.clusters, " "), *ap.level}
 		g, ok := groupIndex[key]
 		if !ok {
 			g = len(t.groups)
 			groupIndex[key] = g
-			t.groups = append(t.groups, ap.clusters)
+			t.groups = append(t.groups, appGroup{ap.clusters, ap.level})
 		}
 		t.add(ap.name, ap.zone).set = g
 	}
@@ -164,8 +190,8 @@ func (t *nameTable) add(name, zone string) *entry {
 
 func buildSnapshot(cfg *config, epoch uint64, views map[string]clusterView, table *nameTable) *snapshot {
 	s := &snapshot{epoch: epoch, nameTable: table, sets: make([]setPair, len(table.groups))}
-	for i, clusters := range table.groups {
-		s.sets[i].a, s.sets[i].aaaa = answerSets(cfg, clusters, views)
+	for i, g := range table.groups {
+		s.sets[i].a, s.sets[i].aaaa = answerSets(g.level, g.clusters, views)
 	}
 	return s
 }
@@ -178,8 +204,8 @@ func parentName(n string) string {
 	return n[i:]
 }
 
-func answerSets(cfg *config, clusters []string, views map[string]clusterView) (a, aaaa *answerSet) {
-	a, aaaa = &answerSet{}, &answerSet{}
+func answerSets(lvl *level, clusters []string, views map[string]clusterView) (a, aaaa *answerSet) {
+	a, aaaa = &answerSet{level: lvl}, &answerSet{level: lvl}
 	var up []clusterView
 	for _, name := range clusters {
 		v := views[name]
@@ -193,40 +219,67 @@ func answerSets(cfg *config, clusters []string, views map[string]clusterView) (a
 		a.allDown, aaaa.allDown = true, true
 		return a, aaaa
 	}
-	if cfg.policy == policyFailover {
-		best := up[0].cfg.priority
-		for _, v := range up {
-			best = min(best, v.cfg.priority)
-		}
-		tier := up[:0:0]
-		for _, v := range up {
-			if v.cfg.priority == best {
-				tier = append(tier, v)
-			}
-		}
-		up = tier
+	if lvl.policy == policyFailover {
+		up = failoverTiers(up, lvl.slowStart)
 	}
-	fill(a, cfg.policy, up, func(c *clusterConfig) []net.IP { return c.v4 })
-	fill(aaaa, cfg.policy, up, func(c *clusterConfig) []net.IP { return c.v6 })
+	// Slow start shares are relative to the most recovered cluster: when
+	// they all ramp (nothing whole to take the answers from), the one back
+	// longest is answered whole, so the name is not answered empty meanwhile.
+	most := 0.0
+	for _, v := range up {
+		most = max(most, v.share(lvl.slowStart))
+	}
+	fill(a, up, most, func(c *clusterConfig) []net.IP { return c.v4 })
+	fill(aaaa, up, most, func(c *clusterConfig) []net.IP { return c.v6 })
 	return a, aaaa
 }
 
-func fill(s *answerSet, policy string, up []clusterView, ips func(*clusterConfig) []net.IP) {
-	s.weighted = policy == policyWeighted
+// failoverTiers keeps the best priority tier of the up clusters. While every
+// cluster of it ramps in (slow start), the tiers below it are kept too, down
+// to the first with a cluster answered whole (or all of them): those carry
+// the answers the ramping tier does not take yet, until its ramp ends.
+func failoverTiers(up []clusterView, slowStart time.Duration) []clusterView {
+	prios := make([]int, 0, len(up))
+	for _, v := range up {
+		prios = append(prios, v.cfg.priority)
+	}
+	slices.Sort(prios)
+	prios = slices.Compact(prios)
+	var keep []clusterView
+	for _, p := range prios {
+		whole := false
+		for _, v := range up {
+			if v.cfg.priority == p {
+				keep = append(keep, v)
+				whole = whole || v.share(slowStart) >= 1
+			}
+		}
+		if whole {
+			break
+		}
+	}
+	return keep
+}
+
+// fill makes the answer set of one address family; a cluster's share is its
+// slow start share over most, the largest of them.
+func fill(s *answerSet, up []clusterView, most float64, ips func(*clusterConfig) []net.IP) {
+	s.weighted = s.level.policy == policyWeighted
 	whole := true
 	for _, v := range up {
 		addrs := ips(v.cfg)
 		if len(addrs) == 0 {
 			continue
 		}
-		w := v.share
+		share := min(1, v.share(s.level.slowStart)/most)
+		w := share
 		if s.weighted {
 			w *= float64(v.cfg.weight)
 			if w == 0 {
 				continue
 			}
 		}
-		whole = whole && v.share >= 1
+		whole = whole && share >= 1
 		s.groups = append(s.groups, group{cluster: v.cfg.name, ips: addrs, weight: w})
 		s.total += w
 	}
@@ -296,6 +349,9 @@ func zoneSerial(cfg *config, stateGen uint64) uint32 {
 	}
 	for _, ap := range cfg.apps {
 		w("app %s %v\n", ap.name, ap.clusters)
+		if ap.set != 0 { // so a configuration without app blocks keeps its serial
+			w("level %+v\n", *ap.level)
+		}
 	}
 	w("policy %s ttl %d all_down %s unknown %t slow_start %s\n", cfg.policy, cfg.ttl, cfg.allDown, cfg.unknownUp, cfg.slowStart)
 	for _, ns := range cfg.nameservers {

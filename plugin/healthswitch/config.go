@@ -39,8 +39,8 @@ type config struct {
 	// store is `state` or `store etcd` (persist.go); nil: nothing outlives the process.
 	store *storeConfig
 
-	policy      string
-	ttl         uint32
+	level // the block-wide level: every app's, unless its own block overrides it
+
 	listen      string
 	tls         *tls.Config // push API over TLS when set
 	adminKeys   [][]byte    // the first signs; all verify (key rollover)
@@ -51,11 +51,9 @@ type config struct {
 	stale       time.Duration
 	skew        time.Duration
 	detect      string
-	allDown     string
 	unknownUp   bool
 	readyWait   time.Duration
 	holddown    time.Duration
-	slowStart   time.Duration
 	peers       []string
 	nameservers []nameserver // NS targets; default ns1.<zone> of each zone, without address
 	hostmaster  string       // SOA mbox; default hostmaster.<zone>
@@ -66,7 +64,29 @@ type config struct {
 	fallthru fall.F // fallthrough zones
 
 	api apiConfig // push API access rule and limits (access.go)
+	// The shortest and longest slow_start of any level, 0 when none ramps:
+	// the ramp ticker's period and how long a recovered cluster ramps.
+	minSlowStart, maxSlowStart time.Duration
 }
+
+// level is an availability level: how one name is answered. The block-wide
+// one is every app's default; an app block overrides any of it.
+type level struct {
+	policy    string
+	allDown   string
+	ttl       uint32
+	slowStart time.Duration
+}
+
+// levelField marks a field of a level that an app block sets.
+type levelField uint8
+
+const (
+	setPolicy levelField = 1 << iota
+	setAllDown
+	setTTL
+	setSlowStart
+)
 
 type clusterConfig struct {
 	name     string
@@ -92,12 +112,36 @@ type nameserver struct {
 // soaTimers are the SOA's REFRESH, RETRY, EXPIRE and MINIMUM, in seconds.
 type soaTimers struct{ refresh, retry, expire, minimum uint32 }
 
-// app is one owner name and the clusters that serve it.
+// app is one owner name, the clusters that serve it and how.
 type app struct {
 	name     string // lower case, fully qualified
 	zone     string
 	clusters []string
 	line     int
+	level    *level     // the block-wide level (shared) unless the app has a block; set by finish
+	set      levelField // the fields of level the app's block sets
+}
+
+// resolve fills in the app's effective level once the whole block is read:
+// the block-wide one, or its own with the unset fields taken from it.
+func (a *app) resolve(def *level) {
+	if a.set == 0 {
+		a.level = def
+		return
+	}
+	own := a.level
+	if a.set&setPolicy == 0 {
+		own.policy = def.policy
+	}
+	if a.set&setAllDown == 0 {
+		own.allDown = def.allDown
+	}
+	if a.set&setTTL == 0 {
+		own.ttl = def.ttl
+	}
+	if a.set&setSlowStart == 0 {
+		own.slowStart = def.slowStart
+	}
 }
 
 // Defaults, as documented in README.md.
@@ -126,8 +170,7 @@ var defaultSOA = soaTimers{refresh: 14400, retry: 3600, expire: 1209600, minimum
 
 func newConfig() *config {
 	return &config{
-		policy:    policyAll,
-		ttl:       defaultTTL,
+		level:     level{policy: policyAll, ttl: defaultTTL, allDown: allDownServeAll},
 		listen:    defaultListen,
 		interval:  defaultInterval,
 		timeout:   defaultTimeout,
@@ -136,7 +179,6 @@ func newConfig() *config {
 		stale:     defaultStale,
 		skew:      30 * time.Second,
 		detect:    detectBoth,
-		allDown:   allDownServeAll,
 		unknownUp: true,
 		readyWait: defaultReadyWait,
 		soa:       defaultSOA,

@@ -28,7 +28,7 @@ type HealthSwitch struct {
 
 	api            http.Handler
 	gate           *apiGate // push API admission (limits.go)
-	allDownAnswers prometheus.Counter
+	allDownAnswers map[string]prometheus.Counter
 	gen            uint64 // the Corefile load this instance belongs to
 	listener       *sharedListener
 	tlsConfig      *tls.Config
@@ -38,7 +38,12 @@ type HealthSwitch struct {
 func newHealthSwitch(cfg *config) *HealthSwitch {
 	h := &HealthSwitch{cfg: cfg, zones: plugin.Zones(cfg.zones), engine: newEngine(cfg), gen: currentGen(), tlsConfig: cfg.tls}
 	h.api = h.routes()
-	h.allDownAnswers = allDownCount.WithLabelValues(cfg.allDown)
+	h.allDownAnswers = map[string]prometheus.Counter{} // by all_down mode, for the modes the names use
+	for _, ap := range cfg.apps {
+		if h.allDownAnswers[ap.level.allDown] == nil {
+			h.allDownAnswers[ap.level.allDown] = allDownCount.WithLabelValues(ap.level.allDown)
+		}
+	}
 	return h
 }
 
@@ -75,7 +80,7 @@ func (h *HealthSwitch) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dn
 			if rcode != dns.RcodeSuccess {
 				return rcode, nil
 			}
-			answer = addressRecords(owner, state.QType(), h.cfg.ttl, ips)
+			answer = addressRecords(owner, state.QType(), set.level.ttl, ips)
 		} else if e.ns != nil {
 			answer = addressRecords(owner, state.QType(), h.cfg.nsTTL, e.ns.addresses(state.QType()))
 		}
@@ -123,14 +128,14 @@ func (h *HealthSwitch) notQuery(state request.Request, zone string) (int, bool) 
 	return 0, false
 }
 
-// addresses applies the policy, or all_down when no cluster is up. A
-// SERVFAIL rcode means: write nothing, let CoreDNS answer.
+// addresses applies the policy, or the name's all_down when no cluster is
+// up. A SERVFAIL rcode means: write nothing, let CoreDNS answer.
 func (h *HealthSwitch) addresses(s *answerSet) ([]net.IP, int) {
 	if !s.allDown {
 		return s.pick(), dns.RcodeSuccess
 	}
-	h.allDownAnswers.Inc()
-	switch h.cfg.allDown {
+	h.allDownAnswers[s.level.allDown].Inc()
+	switch s.level.allDown {
 	case allDownServfail:
 		return nil, dns.RcodeServerFailure
 	case allDownNodata:

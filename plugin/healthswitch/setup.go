@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -77,20 +78,14 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 		return parseCluster(c, cfg)
 	case "app":
 		return parseApp(c, cfg)
-	case "policy":
-		cfg.policy, err = oneOf(c, policyAll, policyFailover, policyWeighted)
+	case "policy", "all_down", "ttl", "slow_start":
+		_, err = parseLevelProperty(c, &cfg.level)
 	case "detect":
 		cfg.detect, err = oneOf(c, detectSidecar, detectProbe, detectBoth)
-	case "all_down":
-		cfg.allDown, err = oneOf(c, allDownServeAll, allDownServfail, allDownNodata)
 	case "unknown":
 		var v string
 		v, err = oneOf(c, "up", "down")
 		cfg.unknownUp = v == "up"
-	case "ttl":
-		var n int
-		n, err = intArg(c, 0, maxTTL)
-		cfg.ttl = uint32(n)
 	case "fall":
 		cfg.fall, err = intArg(c, 1, 100)
 	case "rise":
@@ -107,8 +102,6 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 		cfg.readyWait, err = durationArg(c, false)
 	case "holddown":
 		cfg.holddown, err = durationArg(c, false)
-	case "slow_start":
-		cfg.slowStart, err = durationArg(c, false)
 	case "listen":
 		cfg.listen, err = listenArg(c)
 	case "tls":
@@ -251,8 +244,9 @@ func parseClusterProperty(c *caddy.Controller, cl *clusterConfig) error {
 	return err
 }
 
-// parseApp reads `app NAME CLUSTER...`. The clusters are checked once the
-// whole block is read, so the order of lines does not matter.
+// parseApp reads `app NAME CLUSTER... [{ ... }]`. The clusters are checked,
+// and the level the block leaves unset is taken from the block-wide one,
+// once the whole block is read, so the order of lines does not matter.
 func parseApp(c *caddy.Controller, cfg *config) error {
 	args := c.RemainingArgs()
 	if len(args) < 2 {
@@ -271,8 +265,65 @@ func parseApp(c *caddy.Controller, cfg *config) error {
 	if zone == "" {
 		return c.Errf("app %s is outside this server block's zones %v", name, cfg.zones)
 	}
-	cfg.apps = append(cfg.apps, app{name: name, zone: zone, clusters: args[1:], line: c.Line()})
+	ap := app{name: name, zone: zone, clusters: args[1:], line: c.Line()}
+	// As for cluster: look for the optional brace on this line only.
+	if c.NextArg() {
+		if c.Val() != "{" {
+			return c.Errf("app %s: unexpected %q", name, c.Val())
+		}
+		if err := parseAppBlock(c, &ap); err != nil {
+			return err
+		}
+	}
+	cfg.apps = append(cfg.apps, ap)
 	return nil
+}
+
+// parseAppBlock reads an app's own level, up to the closing brace.
+func parseAppBlock(c *caddy.Controller, ap *app) error {
+	ap.level = &level{}
+	for c.Next() {
+		if c.Val() == "}" {
+			return nil
+		}
+		prop := c.Val()
+		f, err := parseLevelProperty(c, ap.level)
+		if err != nil {
+			return err
+		}
+		if f == 0 {
+			return c.Errf("app %s: unknown property %q (an app block takes policy, all_down, ttl, slow_start)", ap.name, prop)
+		}
+		if ap.set&f != 0 {
+			return c.Errf("app %s: %s is set twice", ap.name, prop)
+		}
+		ap.set |= f
+	}
+	return c.EOFErr()
+}
+
+// parseLevelProperty reads one property of an availability level, the same
+// way block-wide and in an app block. It returns which field it set, 0 when
+// the property is no level's.
+func parseLevelProperty(c *caddy.Controller, l *level) (levelField, error) {
+	var err error
+	switch c.Val() {
+	case "policy":
+		l.policy, err = oneOf(c, policyAll, policyFailover, policyWeighted)
+		return setPolicy, err
+	case "all_down":
+		l.allDown, err = oneOf(c, allDownServeAll, allDownServfail, allDownNodata)
+		return setAllDown, err
+	case "ttl":
+		var n int
+		n, err = intArg(c, 0, maxTTL)
+		l.ttl = uint32(n)
+		return setTTL, err
+	case "slow_start":
+		l.slowStart, err = durationArg(c, false)
+		return setSlowStart, err
+	}
+	return 0, nil
 }
 
 // finish applies the checks that need the whole block.
@@ -303,6 +354,12 @@ func finish(c *caddy.Controller, cfg *config) error {
 			cfg.apps = append(cfg.apps, app{name: z, zone: z, clusters: names})
 		}
 	}
+	for i := range cfg.apps {
+		cfg.apps[i].resolve(&cfg.level)
+	}
+	if err := finishLevels(c, cfg); err != nil {
+		return err
+	}
 	if err := finishZone(c, cfg); err != nil {
 		return err
 	}
@@ -317,13 +374,29 @@ func finish(c *caddy.Controller, cfg *config) error {
 			return c.Errf("detect sidecar: cluster %s has no key_file, so its sidecar cannot report", cl.name)
 		}
 	}
-	if cfg.policy == policyWeighted {
-		for _, cl := range cfg.clusters {
-			if cl.weight > 0 {
-				return nil
+	return nil
+}
+
+// finishLevels checks the levels, block-wide and each app's own, and notes
+// the slow_start range the engine ramps over.
+func finishLevels(c *caddy.Controller, cfg *config) error {
+	if cfg.policy == policyWeighted && !anyWeight(cfg, nil) {
+		return c.Err("policy weighted needs at least one cluster with a weight above 0")
+	}
+	cfg.minSlowStart, cfg.maxSlowStart = cfg.slowStart, cfg.slowStart
+	for _, a := range cfg.apps {
+		if a.set == 0 {
+			continue
+		}
+		if a.set&setPolicy != 0 && a.level.policy == policyWeighted && !anyWeight(cfg, a.clusters) {
+			return fmt.Errorf("%s:%d - Error during parsing: app %s: policy weighted needs at least one of its clusters with a weight above 0", c.File(), a.line, a.name)
+		}
+		if d := a.level.slowStart; d > 0 {
+			cfg.maxSlowStart = max(cfg.maxSlowStart, d)
+			if cfg.minSlowStart == 0 || d < cfg.minSlowStart {
+				cfg.minSlowStart = d
 			}
 		}
-		return c.Err("policy weighted needs at least one cluster with a weight above 0")
 	}
 	return nil
 }
@@ -358,6 +431,17 @@ func parseAPIAccess(c *caddy.Controller, cfg *config) error {
 		cfg.api.maxConns, cfg.api.perSource, cfg.api.perSourceReq = n[0], n[1], n[2]
 	}
 	return err
+}
+
+// anyWeight reports whether one of the clusters named (every cluster when
+// names is nil) has a weight above 0.
+func anyWeight(cfg *config, names []string) bool {
+	for _, cl := range cfg.clusters {
+		if cl.weight > 0 && (names == nil || slices.Contains(names, cl.name)) {
+			return true
+		}
+	}
+	return false
 }
 
 func oneOf(c *caddy.Controller, choices ...string) (string, error) {

@@ -165,14 +165,15 @@ func (e *engine) publish(now time.Time) {
 	e.ramping = false
 	for name, cs := range e.clusters {
 		serving := cs.state == StateUp || (cs.state == StateUnknown && e.cfg.unknownUp)
-		share := 1.0
-		if serving && e.cfg.slowStart > 0 && !cs.upAt.IsZero() {
-			if age := now.Sub(cs.upAt); age < e.cfg.slowStart {
-				share = max(minShare, float64(age)/float64(e.cfg.slowStart))
-				e.ramping = true
+		// The ramp is timed per cluster; each name weighs it by its own
+		// slow_start (clusterView.share), up to the longest.
+		upFor := time.Duration(-1)
+		if serving && !cs.upAt.IsZero() {
+			if age := now.Sub(cs.upAt); age < e.cfg.maxSlowStart {
+				upFor, e.ramping = age, true
 			}
 		}
-		views[name] = clusterView{cfg: cs.cfg, serving: serving, share: share}
+		views[name] = clusterView{cfg: cs.cfg, serving: serving, upFor: upFor}
 	}
 	e.snap.Store(buildSnapshot(e.cfg, e.epoch, views, e.table))
 	if !e.started.IsZero() {

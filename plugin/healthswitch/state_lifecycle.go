@@ -58,8 +58,8 @@ func (e *engine) startBackground() {
 			e.armStale(cs, cs.staleDeadline.Sub(now))
 		}
 	}
-	if e.cfg.slowStart > 0 {
-		e.ticker = time.NewTicker(max(e.cfg.slowStart/50, 10*time.Millisecond))
+	if e.cfg.minSlowStart > 0 {
+		e.ticker = time.NewTicker(max(e.cfg.minSlowStart/50, 10*time.Millisecond))
 		go func() {
 			for {
 				select {

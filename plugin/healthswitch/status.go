@@ -61,6 +61,16 @@ type nameStatus struct {
 	AAAA    []string           `json:"aaaa,omitempty"`
 	Weights map[string]float64 `json:"weights,omitempty"`
 	AllDown bool               `json:"all_down"`
+	Level   levelStatus        `json:"level"`
+}
+
+// levelStatus is a name's effective availability level: its app block's,
+// or the block-wide one.
+type levelStatus struct {
+	Policy    string `json:"policy"`
+	AllDown   string `json:"all_down"`
+	TTL       uint32 `json:"ttl"`
+	SlowStart string `json:"slow_start"` // a Go duration, as in the Corefile: "0s" when off
 }
 
 func (h *HealthSwitch) status() statusDoc {
@@ -76,8 +86,10 @@ func (h *HealthSwitch) status() statusDoc {
 	}
 	for _, ap := range h.cfg.apps {
 		set := snap.sets[snap.names[ap.name].set]
-		ns := nameStatus{Name: ap.name, AllDown: set.a.allDown, A: answered(set.a, h.cfg.allDown), AAAA: answered(set.aaaa, h.cfg.allDown)}
-		if h.cfg.policy == policyWeighted || !set.a.allDown && set.a.flat == nil {
+		lvl := set.a.level
+		ns := nameStatus{Name: ap.name, AllDown: set.a.allDown, A: answered(set.a), AAAA: answered(set.aaaa),
+			Level: levelStatus{Policy: lvl.policy, AllDown: lvl.allDown, TTL: lvl.ttl, SlowStart: lvl.slowStart.String()}}
+		if lvl.policy == policyWeighted || !set.a.allDown && set.a.flat == nil {
 			ns.Weights = map[string]float64{}
 			for _, g := range append(append([]group(nil), set.a.groups...), set.aaaa.groups...) {
 				ns.Weights[g.cluster] = g.weight
@@ -96,9 +108,9 @@ func (h *HealthSwitch) status() statusDoc {
 }
 
 // answered lists every address a query may be answered with now.
-func answered(s *answerSet, allDown string) []string {
+func answered(s *answerSet) []string {
 	var ips []net.IP
-	if s.allDown && allDown == allDownServeAll {
+	if s.allDown && s.level.allDown == allDownServeAll {
 		ips = s.fallback
 	}
 	for _, g := range s.groups {
