@@ -26,7 +26,7 @@ func TestLoadInvalid(t *testing.T) {
 		"bad-no-checks.yaml":             `checks: at least one check is required`,
 		"bad-no-cluster.yaml":            `cluster: required`,
 		"bad-no-key-file.yaml":           `key_file: required`,
-		"bad-no-kind.yaml":               `checks[0] (web): no check kind: set one of crio, dns, exec, http`,
+		"bad-no-kind.yaml":               `checks[0] (web): no check kind: set one of `,
 		"bad-no-name.yaml":               `checks[0]: name: required`,
 		"bad-no-report-to.yaml":          `report_to: at least one URL is required`,
 		"bad-postgres-ratio.yaml":        `checks[0] (db): postgres: max_connections_used 1.5: must be in (0, 1]`,
@@ -39,6 +39,8 @@ func TestLoadInvalid(t *testing.T) {
 		"bad-two-kinds.yaml":             `checks[0] (web): more than one check kind: http, tcp`,
 		"bad-unknown-check-key.yaml":     `field expected_status not found in type sidecar.HTTPSpec`,
 		"bad-unknown-key.yaml":           `field intervl not found in type sidecar.Config`,
+		"bad-watch-on.yaml":              `checks[0] (ready): watch: on, but kind exec has no event source`,
+		"bad-watch-value.yaml":           `checks[0] (web): watch "yes": use auto, on or off`,
 		"bad-unknown-preset.yaml":        `checks[0] (k8s): preset "kubelet": unknown (one of crio, iptables, nftables, ovs, pods, vm)`,
 	}
 	files, _ := filepath.Glob("testdata/bad-*.yaml")
@@ -122,7 +124,7 @@ func TestExamplesLoad(t *testing.T) {
 		checks int
 	}{
 		{"../examples/sidecar.yaml", 1},
-		{"../examples/sidecar-full.yaml", 11},
+		{"../examples/sidecar-full.yaml", 13},
 	} {
 		t.Run(filepath.Base(tc.file), func(t *testing.T) {
 			b, err := os.ReadFile(tc.file)
