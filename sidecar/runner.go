@@ -20,7 +20,7 @@ type runner struct {
 	log      *slog.Logger
 	onChange func() // called, outside the lock, on every debounced change
 
-	wakes    chan struct{} // one slot: events that arrive during a run coalesce into one more run
+	wakes chan struct{} // one slot: events that arrive during a run coalesce into one more run
 
 	mu         sync.Mutex
 	counter    *hysteresis.Counter
