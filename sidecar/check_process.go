@@ -45,14 +45,6 @@ func (t *procTarget) defaults() {
 	}
 }
 
-// what names the daemon in messages.
-func (t *procTarget) what() string {
-	if t.Name != "" {
-		return t.Name
-	}
-	return "the process of " + t.Pidfile
-}
-
 func probeProcess(ctx context.Context, c *Check) Result {
 	s := c.Process
 	pid, err := s.resolve(ctx, s.lastPID)
@@ -60,7 +52,10 @@ func probeProcess(ctx context.Context, c *Check) Result {
 	if err != nil {
 		return fail(err)
 	}
-	return pass("%s running as pid %d", s.what(), pid)
+	if s.Name == "" {
+		return pass("running as pid %d", pid)
+	}
+	return pass("%s running as pid %d", s.Name, pid)
 }
 
 // resolve finds the daemon's pid; last, when it still matches, saves a
@@ -79,7 +74,7 @@ func (t *procTarget) fromPidfile() (int, error) {
 	b, err := os.ReadFile(t.Pidfile)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return 0, fmt.Errorf("%s is not running: no pidfile %s", t.what(), t.Pidfile)
+			return 0, fmt.Errorf("not running: no pidfile %s", t.Pidfile)
 		}
 		return 0, fmt.Errorf("pidfile: %w", err)
 	}
@@ -89,12 +84,12 @@ func (t *procTarget) fromPidfile() (int, error) {
 	}
 	if t.Name != "" {
 		if t.matches(pid) != matched {
-			return 0, fmt.Errorf("%s is not running: pid %d of %s is not it", t.what(), pid, t.Pidfile)
+			return 0, fmt.Errorf("%s is not running: pid %d of %s is another process", t.Name, pid, t.Pidfile)
 		}
 		return pid, nil
 	}
 	if !procAlive(t.Proc, pid) {
-		return 0, fmt.Errorf("%s is not running: pid %d of %s is gone", t.what(), pid, t.Pidfile)
+		return 0, fmt.Errorf("not running: pid %d of %s is gone", pid, t.Pidfile)
 	}
 	return pid, nil
 }

@@ -102,10 +102,10 @@ func (b *backoff) wait(ctx context.Context) bool {
 func (b *backoff) reset() { b.cur = 0 }
 
 // watchBackoff is the backoff of watchers: fast at first, since a
-// supervisor may bring the thing back within milliseconds, and never
-// slower than the check's own period.
+// supervisor may bring the thing back within milliseconds, and at most a
+// second or the check's own period.
 func watchBackoff(c *Check) *backoff {
-	return newBackoff(5*time.Millisecond, max(c.interval, 5*time.Millisecond))
+	return newBackoff(5*time.Millisecond, min(max(c.interval, 5*time.Millisecond), time.Second))
 }
 
 // readFD blocks in Go's poller until f (a non-blocking descriptor: pidfd,

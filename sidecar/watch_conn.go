@@ -91,22 +91,25 @@ func keepAliveRequest(conn net.Conn, s *HTTPSpec, u *url.URL) error {
 }
 
 // holdLoop keeps one idle connection to the target. Its end wakes the
-// check; so does a new connection after dials failed (the target is back).
-// A server that closes the first connection at once does not keep idle
-// connections: the source cannot start.
+// check; so does the next connection (the target may be back: a check that
+// failed on the close passes again without waiting for its poll).
+// A server that keeps closing new connections at once (three in a row,
+// before any was held) does not keep idle connections: the source cannot
+// start.
 func holdLoop(ctx context.Context, c *Check, wake func(), dial func(context.Context) (net.Conn, error), greet func(net.Conn) error) error {
+	const quickLimit = 3
 	bo := watchBackoff(c)
-	first, lost := true, false
+	held, lost, quick := false, false, 0
 	for {
 		conn, err := open(ctx, c, dial, greet)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if err != nil {
-			if first && isCannotWatch(err) {
+			if !held && isCannotWatch(err) {
 				return err
 			}
-			lost = true
+			lost, quick = true, 0
 			if !bo.wait(ctx) {
 				return ctx.Err()
 			}
@@ -115,21 +118,23 @@ func holdLoop(ctx context.Context, c *Check, wake func(), dial func(context.Cont
 		if lost {
 			wake()
 		}
-		held := time.Now()
+		start := time.Now()
 		waitClosed(ctx, conn)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		wake()
-		lived := time.Since(held)
-		if first && lived < c.timeout/2 {
-			return fmt.Errorf("%w: the server closed an idle connection after %s", errCannotWatch, lived.Round(time.Microsecond))
+		lived := time.Since(start)
+		lost = true
+		if lived >= c.timeout/2 {
+			held, quick = true, 0
+		} else if quick++; !held && quick >= quickLimit {
+			return fmt.Errorf("%w: the server closed %d new connections at once (after %s)", errCannotWatch, quick, lived.Round(time.Microsecond))
 		}
-		first, lost = false, false
-		if lived < time.Second && !bo.wait(ctx) { // a server dropping connections must not make us spin
-			return ctx.Err()
-		} else if lived >= time.Second {
+		if lived >= time.Second {
 			bo.reset()
+		} else if !bo.wait(ctx) { // a server dropping connections must not make us spin
+			return ctx.Err()
 		}
 	}
 }
