@@ -3,10 +3,10 @@ package sidecar
 import (
 	"fmt"
 	"net"
-	"sync"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
