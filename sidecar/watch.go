@@ -127,3 +127,13 @@ var errCannotWatch = errors.New("event source cannot start")
 func isCannotWatch(err error) bool { return errors.Is(err, errCannotWatch) }
 
 func unsafePointer(b *byte) unsafe.Pointer { return unsafe.Pointer(b) }
+
+// traceWatch, when set (by tests), is told each time a source is
+// established, so a test can wait for it instead of sleeping.
+var traceWatch func(c *Check, what string)
+
+func traced(c *Check, what string) {
+	if traceWatch != nil {
+		traceWatch(c, what)
+	}
+}

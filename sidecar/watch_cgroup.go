@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,6 +41,7 @@ func watchCgroupV2(ctx context.Context, c *Check, wake func()) error {
 			}
 			continue
 		}
+		traced(c, "inotify")
 		if !first {
 			wake() // back: the check may pass again
 		}
@@ -121,6 +123,7 @@ func watchOOMv1(ctx context.Context, c *Check, wake func()) error {
 			}
 			continue
 		}
+		traced(c, "oom eventfd")
 		if !first {
 			wake()
 		}
@@ -128,12 +131,18 @@ func watchOOMv1(ctx context.Context, c *Check, wake func()) error {
 		bo.reset()
 		for {
 			var buf [8]byte
+			kills := oomKillsV1(dir)
 			if _, err := readFD(ctx, f, buf[:]); err != nil {
 				break
 			}
 			wake()
 			if _, err := os.Stat(dir); err != nil {
 				break // the removal signal: register again once it is back
+			}
+			// The notification comes as the OOM starts; the kill (and its
+			// count, which the check reads) follows a moment later.
+			if awaitOOMKill(ctx, dir, kills) {
+				wake()
 			}
 		}
 		f.Close()
@@ -163,4 +172,22 @@ func oomEventfd(dir string) (*os.File, error) {
 		return nil, fmt.Errorf("%w: cgroup.event_control: %w", errCannotWatch, err)
 	}
 	return f, nil
+}
+
+func oomKillsV1(dir string) uint64 {
+	ev, _ := readKeyed(filepath.Join(dir, "memory.oom_control"))
+	return ev["oom_kill"]
+}
+
+// awaitOOMKill waits, briefly, for the cgroup's oom_kill count to pass
+// from; true when it did.
+func awaitOOMKill(ctx context.Context, dir string, from uint64) bool {
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if oomKillsV1(dir) > from {
+			return true
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return false
 }

@@ -115,6 +115,7 @@ func holdLoop(ctx context.Context, c *Check, wake func(), dial func(context.Cont
 			}
 			continue
 		}
+		traced(c, "held connection")
 		if lost {
 			wake()
 		}

@@ -39,6 +39,7 @@ func watchPostgres(ctx context.Context, c *Check, wake func()) error {
 			}
 			continue
 		}
+		traced(c, "parked connection")
 		if lost {
 			wake()
 		}

@@ -86,6 +86,7 @@ func watchPID(ctx context.Context, c *Check, t *procTarget, wake func()) error {
 			unix.Close(fd)
 			continue
 		}
+		traced(c, "pidfd")
 		if last != 0 && pid != last {
 			wake() // a new process: the check may pass again
 		}

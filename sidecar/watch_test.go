@@ -52,6 +52,23 @@ func (w *watched) why() string {
 	return last.Why()
 }
 
+// traceSources counts, per what, the sources established from now on.
+func traceSources(t testing.TB) func(what string) int {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	traceWatch = func(_ *Check, what string) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[what]++
+	}
+	t.Cleanup(func() { traceWatch = nil })
+	return func(what string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[what]
+	}
+}
+
 // metric reads one sample of the runner's registry, 0 when absent.
 func (w *watched) metric(name string) float64 {
 	mfs, _ := w.reg.Gather()
