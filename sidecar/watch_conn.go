@@ -90,16 +90,22 @@ func keepAliveRequest(conn net.Conn, s *HTTPSpec, u *url.URL) error {
 	return nil
 }
 
-// holdLoop keeps one idle connection to the target. Its end wakes the
-// check; so does the next connection (the target may be back: a check that
-// failed on the close passes again without waiting for its poll).
+// holdLoop keeps one idle connection to the target. When it ends, one new
+// connection is tried at once and the check is woken as soon as that
+// attempt resolves: a process that dies may close its connections just
+// before its listener, and a check run in between would reach the dying
+// listener and be reset, calling a fast restart (a new process already
+// listening on the port) down. A new connection after a loss wakes the
+// check too (the target may be back).
+//
 // A server that keeps closing new connections at once (three in a row,
 // before any was held) does not keep idle connections: the source cannot
-// start.
+// start. One that does so later is retried with backoff.
 func holdLoop(ctx context.Context, c *Check, wake func(), dial func(context.Context) (net.Conn, error), greet func(net.Conn) error) error {
 	const quickLimit = 3
+	atOnce := min(c.timeout/2, 10*time.Millisecond)
 	bo := watchBackoff(c)
-	held, lost, quick := false, false, 0
+	held, lost, pending, quick := false, false, false, 0
 	for {
 		conn, err := open(ctx, c, dial, greet)
 		if ctx.Err() != nil {
@@ -109,32 +115,40 @@ func holdLoop(ctx context.Context, c *Check, wake func(), dial func(context.Cont
 			if !held && isCannotWatch(err) {
 				return err
 			}
-			lost, quick = true, 0
+			if pending {
+				wake()
+			}
+			lost, pending, quick = true, false, 0
 			if !bo.wait(ctx) {
 				return ctx.Err()
 			}
 			continue
 		}
 		traced(c, "held connection")
-		if lost {
+		if lost || pending {
 			wake()
 		}
+		lost, pending = false, false
 		start := time.Now()
 		waitClosed(ctx, conn)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		wake()
 		lived := time.Since(start)
-		lost = true
-		if lived >= c.timeout/2 {
-			held, quick = true, 0
-		} else if quick++; !held && quick >= quickLimit {
+		if lived >= atOnce {
+			held, quick, pending = true, 0, true
+			bo.reset()
+			continue
+		}
+		// Closed at once: a server that does not keep idle connections,
+		// or one that is dropping them; wake now, and never spin.
+		if quick++; !held && quick >= quickLimit {
+			wake()
 			return fmt.Errorf("%w: the server closed %d new connections at once (after %s)", errCannotWatch, quick, lived.Round(time.Microsecond))
 		}
-		if lived >= time.Second {
-			bo.reset()
-		} else if !bo.wait(ctx) { // a server dropping connections must not make us spin
+		wake()
+		lost, pending = true, true // and again once the next attempt says more
+		if !bo.wait(ctx) {
 			return ctx.Err()
 		}
 	}

@@ -69,21 +69,19 @@ func traceSources(t testing.TB) func(what string) int {
 	}
 }
 
-// metric reads one sample of the runner's registry, 0 when absent.
+// metric sums the samples of a metric of the runner's registry.
 func (w *watched) metric(name string) float64 {
 	mfs, _ := w.reg.Gather()
+	sum := 0.0
 	for _, mf := range mfs {
 		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			if m.Counter != nil {
-				return m.Counter.GetValue()
-			}
-			return m.Gauge.GetValue()
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}
-	return 0
+	return sum
 }
 
 // expectFallback waits until the event source has fallen back to polling,
