@@ -69,8 +69,8 @@ type Postgres struct {
 	DSN string
 
 	bin, data, dir, opts string
-	asUser           []string
-	uid, gid         int
+	asUser               []string
+	uid, gid             int
 
 	mu      sync.Mutex
 	running bool
@@ -80,7 +80,7 @@ type Postgres struct {
 // handed to it) for a server on 127.0.0.1:port; Start starts it.
 func NewPostgres(dir string, port, maxConns int) (*Postgres, error) {
 	pg := &Postgres{bin: PostgresBin(), dir: dir, data: filepath.Join(dir, "data"),
-		DSN: fmt.Sprintf("postgres://probe@127.0.0.1:%d/postgres?sslmode=disable", port),
+		DSN:  fmt.Sprintf("postgres://probe@127.0.0.1:%d/postgres?sslmode=disable", port),
 		opts: fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c max_connections=%d -c fsync=off -c full_page_writes=off", port, dir, maxConns)}
 	if pg.bin == "" {
 		return nil, errors.New("no PostgreSQL server binaries")
