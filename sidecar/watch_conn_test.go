@@ -147,21 +147,7 @@ func TestHeldConnectionFallback(t *testing.T) {
 		}
 	})
 	t.Run("tcp closing at once", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
-		w := startWatched(t, newCheck(t, "tcp: {address: '"+ln.Addr().String()+"'}\ninterval: 100ms"))
+		w := startWatched(t, newCheck(t, "tcp: {address: '"+droppingTCPServer(t)+"'}\ninterval: 1s"))
 		w.expectFallback(t, "closed 3 new connections at once")
 	})
 }

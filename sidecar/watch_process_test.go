@@ -158,7 +158,8 @@ func TestProcessCheck(t *testing.T) {
 }
 
 // socketServer is a stand-in for a daemon's unix socket (ovsdb-server's
-// db.sock, crio.sock): it accepts connections and holds them; stop closes
+// db.sock, crio.sock): it accepts connections and holds them until their
+// peer closes them; stop closes
 // the listener and every connection, as the daemon's death would.
 type socketServer struct {
 	ln    net.Listener
@@ -182,10 +183,25 @@ func serveSocket(t testing.TB, path string) *socketServer {
 			s.mu.Lock()
 			s.conns = append(s.conns, c)
 			s.mu.Unlock()
+			go s.hold(c)
 		}
 	}()
 	t.Cleanup(s.stop)
 	return s
+}
+
+// hold keeps c until the peer closes it, then forgets it.
+func (s *socketServer) hold(c net.Conn) {
+	c.Read(make([]byte, 1))
+	c.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, held := range s.conns {
+		if held == c {
+			s.conns = append(s.conns[:i], s.conns[i+1:]...)
+			break
+		}
+	}
 }
 
 func (s *socketServer) stop() {

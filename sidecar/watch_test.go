@@ -52,14 +52,16 @@ func (w *watched) why() string {
 	return last.Why()
 }
 
-// traceSources counts, per what, the sources established from now on.
+// traceSources counts the sources established from now on, by what
+// ("pidfd") and by check and what ("web/held connection").
 func traceSources(t testing.TB) func(what string) int {
 	var mu sync.Mutex
 	seen := map[string]int{}
-	traceWatch = func(_ *Check, what string) {
+	traceWatch = func(c *Check, what string) {
 		mu.Lock()
 		defer mu.Unlock()
 		seen[what]++
+		seen[c.Name+"/"+what]++
 	}
 	t.Cleanup(func() { traceWatch = nil })
 	return func(what string) int {
