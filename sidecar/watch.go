@@ -101,12 +101,20 @@ func (b *backoff) wait(ctx context.Context) bool {
 
 func (b *backoff) reset() { b.cur = 0 }
 
-// watchBackoff is the backoff of watchers: fast at first, since a
-// supervisor may bring the thing back within milliseconds, and at most a
-// second or the check's own period.
-func watchBackoff(c *Check) *backoff {
-	return newBackoff(5*time.Millisecond, min(max(c.interval, 5*time.Millisecond), time.Second))
+// watchBackoff is the backoff of watchers re-establishing themselves:
+// fast at first, since a supervisor may bring the thing back within
+// milliseconds, and at most hi or the check's own period. Sources whose
+// attempt is cheap (a connection refused) use a short hi, so that the watch
+// is back soon after its target; those that scan (procfs) a longer one.
+func watchBackoff(c *Check, hi time.Duration) *backoff {
+	return newBackoff(5*time.Millisecond, min(max(c.interval, 5*time.Millisecond), hi))
 }
+
+// Backoff ceilings of the sources.
+const (
+	connBackoff = 100 * time.Millisecond // held and parked connections, inotify, eventfd
+	scanBackoff = time.Second            // finding a process again in procfs
+)
 
 // readFD blocks in Go's poller until f (a non-blocking descriptor: pidfd,
 // inotify, eventfd) is readable and reads from it into buf, or until ctx

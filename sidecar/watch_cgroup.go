@@ -27,7 +27,7 @@ func watchCgroup(ctx context.Context, c *Check, wake func()) error {
 }
 
 func watchCgroupV2(ctx context.Context, c *Check, wake func()) error {
-	bo := watchBackoff(c)
+	bo := watchBackoff(c, connBackoff)
 	first := true
 	for {
 		f, err := inotifyCgroup(c.Cgroup.Path)
@@ -110,7 +110,7 @@ func readInotify(ctx context.Context, f *os.File, wake func()) error {
 // and when the cgroup is removed.
 func watchOOMv1(ctx context.Context, c *Check, wake func()) error {
 	dir := c.Cgroup.MemoryV1
-	bo := watchBackoff(c)
+	bo := watchBackoff(c, connBackoff)
 	first := true
 	for {
 		f, err := oomEventfd(dir)

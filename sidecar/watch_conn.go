@@ -104,7 +104,7 @@ func keepAliveRequest(conn net.Conn, s *HTTPSpec, u *url.URL) error {
 func holdLoop(ctx context.Context, c *Check, wake func(), dial func(context.Context) (net.Conn, error), greet func(net.Conn) error) error {
 	const quickLimit = 3
 	atOnce := min(c.timeout/2, 10*time.Millisecond)
-	bo := watchBackoff(c)
+	bo := watchBackoff(c, connBackoff)
 	held, lost, pending, quick := false, false, false, 0
 	for {
 		conn, err := open(ctx, c, dial, greet)

@@ -22,7 +22,7 @@ func watchPostgres(ctx context.Context, c *Check, wake func()) error {
 	cfg := c.Postgres.cfg.Copy()
 	cfg.RuntimeParams["application_name"] = "healthswitch-sidecar-watch"
 	channel := "healthswitch_watch_" + randomHex(6)
-	bo := watchBackoff(c)
+	bo := watchBackoff(c, connBackoff)
 	first, lost := true, false
 	for {
 		conn, err := parkPostgres(ctx, c, cfg, channel)

@@ -63,7 +63,7 @@ func watchPID(ctx context.Context, c *Check, t *procTarget, wake func()) error {
 	if _, err := os.Stat(t.Proc); err != nil {
 		return fmt.Errorf("%w: procfs: %w", errCannotWatch, err)
 	}
-	bo := watchBackoff(c)
+	bo := watchBackoff(c, scanBackoff)
 	last := 0
 	for {
 		pid, err := t.resolve(ctx, last)
