@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -23,7 +24,11 @@ func watchPostgres(ctx context.Context, c *Check, wake func()) error {
 	cfg.RuntimeParams["application_name"] = "healthswitch-sidecar-watch"
 	channel := "healthswitch_watch_" + randomHex(6)
 	bo := watchBackoff(c, connBackoff)
-	first, lost := true, false
+	// pending: the parked connection ended; the check is woken once the
+	// next attempt resolves. The server ends every backend at once, but
+	// ours may end a moment before the check's own connection: a check run
+	// on the first error could still query the dying server and pass.
+	first, lost, pending := true, false, false
 	for {
 		conn, err := parkPostgres(ctx, c, cfg, channel)
 		if ctx.Err() != nil {
@@ -33,25 +38,32 @@ func watchPostgres(ctx context.Context, c *Check, wake func()) error {
 			if first && isCannotWatch(err) {
 				return err
 			}
-			lost = true
+			if pending {
+				wake()
+			}
+			lost, pending = true, false
 			if !bo.wait(ctx) {
 				return ctx.Err()
 			}
 			continue
 		}
 		traced(c, "parked connection")
-		if lost {
+		if lost || pending {
 			wake()
 		}
-		first, lost = false, false
+		first, lost, pending = false, false, false
 		bo.reset()
+		start := time.Now()
 		_, err = conn.WaitForNotification(ctx)
 		closeQuietly(conn)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		wake()
 		_ = err // any end of the parked connection is the event; the check says why
+		pending = true
+		if time.Since(start) < 10*time.Millisecond && !bo.wait(ctx) { // never spin on a server that drops us
+			return ctx.Err()
+		}
 	}
 }
 
