@@ -179,10 +179,11 @@ func oomKillsV1(dir string) uint64 {
 	return ev["oom_kill"]
 }
 
-// awaitOOMKill waits, briefly, for the cgroup's oom_kill count to pass
-// from; true when it did.
+// awaitOOMKill waits for the cgroup's oom_kill count to pass from; true
+// when it did. The OOM killer may first reclaim for a while on a busy node;
+// an OOM that ends without a kill gives up after a few seconds.
 func awaitOOMKill(ctx context.Context, dir string, from uint64) bool {
-	deadline := time.Now().Add(time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if oomKillsV1(dir) > from {
 			return true

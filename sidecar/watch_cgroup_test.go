@@ -142,7 +142,14 @@ func TestCgroupWatchOOM(t *testing.T) {
 	testutil.WaitFor(t, 2*time.Second, "the OOM notification registered", func() bool { return sources(want) > 0 })
 	hog := startIn(t, "dd if=/dev/zero of=/dev/null bs=256M count=1", dirs...)
 	start := time.Now()
-	w.waitState(t, 5*time.Second, hysteresis.Down)
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dirs[len(dirs)-1], "memory.oom_control"))
+			st, why := w.r.watchStatus()
+			t.Logf("memory.oom_control of %s:\n%s\nwatch %s %s; sources %v", dirs[len(dirs)-1], b, st, why, sources(want))
+		}
+	})
+	w.waitState(t, 10*time.Second, hysteresis.Down)
 	t.Logf("OOM kill: down %s after the hog started (%s)", time.Since(start), w.why())
 	if !strings.Contains(w.why(), "OOM-killed") {
 		t.Errorf("why %q, want an OOM kill", w.why())

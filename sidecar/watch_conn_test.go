@@ -140,7 +140,7 @@ func TestHeldConnectionFallback(t *testing.T) {
 		srv.Config.SetKeepAlivesEnabled(false)
 		srv.Start()
 		t.Cleanup(srv.Close)
-		w := startWatched(t, newCheck(t, "http: {url: '"+srv.URL+"'}\ninterval: 100ms"))
+		w := startWatched(t, newCheck(t, "http: {url: '"+srv.URL+"'}\ninterval: 1s"))
 		w.expectFallback(t, "no keep-alive")
 		if w.state() != hysteresis.Up {
 			t.Errorf("state %s (%s): the check itself still passes", w.state(), w.why())
