@@ -44,9 +44,12 @@ type EventsResult struct {
 	Faults   int     `json:"faults"`
 	Timeouts int     `json:"timeouts"`
 	P95      float64 `json:"p95_ms"`
-	Client   Dist    `json:"client_ms"` // fault injected → first DNS answer without the cluster
+	Client   Dist    `json:"client_ms"`   // fault injected → first DNS answer without the cluster
+	Detected Dist    `json:"detected_ms"` // fault injected → the sidecar's failing run (observed_at)
 	Note     string  `json:"note,omitempty"`
 	raw      []float64
+	detRaw   []float64
+	injected []time.Time
 }
 
 // A bench binary started with benchServerEnv set is an HTTP server with
@@ -294,6 +297,7 @@ func (b *bencher) eventsRun(ctx context.Context, dir string, lanes []*lane) ([]E
 		for _, l := range lanes {
 			l.res.Faults = len(l.res.raw)
 			l.res.Client = dist(l.res.raw)
+			l.res.Detected = dist(l.res.detRaw)
 			if len(l.res.raw) > 0 {
 				s := append([]float64(nil), l.res.raw...)
 				sort.Float64s(s)
@@ -328,6 +332,14 @@ func (b *bencher) eventsRun(ctx context.Context, dir string, lanes []*lane) ([]E
 			}
 		}
 		wg.Wait()
+		// The server keeps its last 256 transitions: read them per source.
+		if evs, err := demo.Events(opt.API); err == nil {
+			for i, l := range lanes {
+				if l.source == source {
+					l.detected(laneClust(i), evs)
+				}
+			}
+		}
 	}
 	return collect(), nil
 }
@@ -348,6 +360,7 @@ func (l *lane) faults(i int, dnsAddr string, deadline time.Time) {
 			return
 		}
 		t0 := time.Now()
+		l.res.injected = append(l.res.injected, t0)
 		if err := l.inject(); err != nil {
 			l.res.Note = "inject: " + err.Error()
 			return
@@ -373,8 +386,8 @@ func eventsMarkdown(b *strings.Builder, rs []EventsResult) {
 		return
 	}
 	b.WriteString("## Event-driven checks: fault → changed DNS answer per event source\n\n")
-	fmt.Fprintf(b, "The real bin/coredns and one bin/healthswitch-sidecar per lane; the DNS answer polled every %s over raw UDP (miekg/dns). Each fault at a random phase; *events* is the check with its event source on (`watch: on`) and a %s safety poll, *polling* the same check with `watch: off` every %s, both in the same run against the same DNS server, the two modes of a source side by side, one source after the other. fall 1, rise 1 everywhere (rise only affects recovery). Goal: p99 ≤ 10 ms.\n\n", eventsPollDNS, eventsSafety, eventsPolling)
-	b.WriteString("| source | mode | faults | p50 | p95 | p99 | max | p50 vs polling | p99 vs polling | fault |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	fmt.Fprintf(b, "The real bin/coredns and one bin/healthswitch-sidecar per lane; the DNS answer polled every %s over raw UDP (miekg/dns). Each fault at a random phase; *events* is the check with its event source on (`watch: on`) and a %s safety poll, *polling* the same check with `watch: off` every %s, both in the same run against the same DNS server, the two modes of a source side by side, one source after the other. fall 1, rise 1 everywhere (rise only affects recovery). *Detected* is to the sidecar's failing run (`observed_at` of the DNS server's transition). Goal: p99 ≤ 10 ms.\n\n", eventsPollDNS, eventsSafety, eventsPolling)
+	b.WriteString("| source | mode | faults | p50 | p95 | p99 | max | p50 vs polling | p99 vs polling | detected p50 / p99 | fault |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	base := map[string]EventsResult{}
 	for _, r := range rs {
 		if r.Mode == "polling" {
@@ -390,8 +403,25 @@ func eventsMarkdown(b *strings.Builder, rs []EventsResult) {
 		if r.Note != "" {
 			note += "; " + r.Note
 		}
-		fmt.Fprintf(b, "| %s | %s | %d | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %s | %s | %s |\n", r.Source, r.Mode, r.Faults,
-			r.Client.P50, r.P95, r.Client.P99, r.Client.Max, ratio(r.Client.P50, p.Client.P50), ratio(r.Client.P99, p.Client.P99), note)
+		fmt.Fprintf(b, "| %s | %s | %d | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %s | %s | %.1f / %.1f ms | %s |\n", r.Source, r.Mode, r.Faults,
+			r.Client.P50, r.P95, r.Client.P99, r.Client.Max, ratio(r.Client.P50, p.Client.P50), ratio(r.Client.P99, p.Client.P99),
+			r.Detected.P50, r.Detected.P99, note)
 	}
 	b.WriteString("\n")
+}
+
+// detected matches each injection with the first down transition of the
+// lane's cluster after it, for the sidecar's observed_at.
+func (l *lane) detected(cluster string, evs []demo.Event) {
+	for _, t0 := range l.res.injected {
+		var best *demo.Event
+		for i, e := range evs {
+			if e.Cluster == cluster && e.To == "down" && !e.AppliedAt.Before(t0) && (best == nil || e.AppliedAt.Before(best.AppliedAt)) {
+				best = &evs[i]
+			}
+		}
+		if best != nil && !best.ObservedAt.IsZero() {
+			l.res.detRaw = append(l.res.detRaw, ms(best.ObservedAt.Sub(t0)))
+		}
+	}
 }

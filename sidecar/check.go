@@ -55,7 +55,8 @@ type Check struct {
 	timeout    time.Duration
 	critical   bool
 	fall, rise int
-	watch      bool // the kind's event source runs beside polling
+	watch      bool          // the kind's event source runs beside polling
+	passed     chan struct{} // a run passed: a source waiting to re-establish itself tries at once
 }
 
 // Result is the outcome of one run of a check.

@@ -162,6 +162,12 @@ func (r *runner) observe(res Result) {
 	if !res.Healthy {
 		result = "fail"
 	}
+	if res.Healthy && r.check.passed != nil {
+		select { // tell a source in backoff that the thing is back
+		case r.check.passed <- struct{}{}:
+		default:
+		}
+	}
 	r.m.checkRuns.WithLabelValues(name, result).Inc()
 	r.m.checkDuration.WithLabelValues(name).Observe(res.Duration.Seconds())
 	if !changed {

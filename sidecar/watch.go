@@ -52,6 +52,7 @@ func (c *Check) compileWatch() error {
 	default:
 		return fmt.Errorf("watch %q: use auto, on or off", c.Watch)
 	}
+	c.passed = make(chan struct{}, 1)
 	return nil
 }
 
@@ -74,9 +75,12 @@ const (
 )
 
 // backoff is the pause of a watcher between attempts to re-establish
-// itself: from lo doubling to hi, with jitter, reset after a success.
+// itself: from lo doubling to hi, with jitter, reset after a success. A
+// passing run of the check ends the pause at once: the thing is back, and
+// a fault soon after must not find the source still waiting.
 type backoff struct {
 	lo, hi, cur time.Duration
+	passed      <-chan struct{}
 }
 
 func newBackoff(lo, hi time.Duration) *backoff { return &backoff{lo: lo, hi: hi} }
@@ -96,6 +100,8 @@ func (b *backoff) wait(ctx context.Context) bool {
 		return false
 	case <-t.C:
 		return true
+	case <-b.passed:
+		return true
 	}
 }
 
@@ -107,7 +113,9 @@ func (b *backoff) reset() { b.cur = 0 }
 // attempt is cheap (a connection refused) use a short hi, so that the watch
 // is back soon after its target; those that scan (procfs) a longer one.
 func watchBackoff(c *Check, hi time.Duration) *backoff {
-	return newBackoff(5*time.Millisecond, min(max(c.interval, 5*time.Millisecond), hi))
+	b := newBackoff(5*time.Millisecond, min(max(c.interval, 5*time.Millisecond), hi))
+	b.passed = c.passed
+	return b
 }
 
 // Backoff ceilings of the sources.
