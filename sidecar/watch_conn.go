@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -49,7 +50,14 @@ func httpDialer(u *url.URL) func(context.Context) (net.Conn, error) {
 	addr := net.JoinHostPort(host, port)
 	if u.Scheme == "https" {
 		d := &tls.Dialer{Config: &tls.Config{ServerName: host, NextProtos: []string{"http/1.1"}}}
-		return func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+		return func(ctx context.Context) (net.Conn, error) {
+			conn, err := d.DialContext(ctx, "tcp", addr)
+			var verr *tls.CertificateVerificationError
+			if errors.As(err, &verr) { // will not change by retrying: poll only
+				return nil, fmt.Errorf("%w: %w", errCannotWatch, err)
+			}
+			return conn, err
+		}
 	}
 	return func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer

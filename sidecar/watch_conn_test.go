@@ -151,3 +151,12 @@ func TestHeldConnectionFallback(t *testing.T) {
 		w.expectFallback(t, "closed 3 new connections at once")
 	})
 }
+
+// TestHeldConnectionTLS: an https target is held over TLS; one whose
+// certificate does not verify cannot be watched (polling only).
+func TestHeldConnectionTLS(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) }))
+	t.Cleanup(srv.Close)
+	w := startWatched(t, newCheck(t, "http: {url: '"+srv.URL+"'}\ninterval: 1s"))
+	w.expectFallback(t, "certificate")
+}
