@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -60,8 +62,10 @@ func watchAll(ctx context.Context, sources ...func(context.Context) error) error
 // new process is watched; finding it wakes the check too, so it comes back
 // as fast as it went.
 func watchPID(ctx context.Context, c *Check, t *procTarget, wake func()) error {
-	if _, err := os.Stat(t.Proc); err != nil {
-		return fmt.Errorf("%w: procfs: %w", errCannotWatch, err)
+	// A pidfd names a pid of our own PID namespace: procfs must be of the
+	// same one (its "self" is us), or pids read there would name others.
+	if self, err := os.Readlink(filepath.Join(t.Proc, "self")); err != nil || self != strconv.Itoa(os.Getpid()) {
+		return fmt.Errorf("%w: %s is not the procfs of this PID namespace (Kubernetes: hostPID)", errCannotWatch, t.Proc)
 	}
 	bo := watchBackoff(c, scanBackoff)
 	last := 0
@@ -74,8 +78,11 @@ func watchPID(ctx context.Context, c *Check, t *procTarget, wake func()) error {
 			continue
 		}
 		fd, err := pidfdOpen(pid, unix.PIDFD_NONBLOCK)
-		if errors.Is(err, unix.ESRCH) {
-			continue // gone between finding and opening: find again
+		if errors.Is(err, unix.ESRCH) { // gone between finding and opening: find again
+			if !bo.wait(ctx) {
+				return ctx.Err()
+			}
+			continue
 		}
 		if err != nil {
 			return fmt.Errorf("%w: pidfd_open: %w", errCannotWatch, err)
@@ -84,6 +91,9 @@ func watchPID(ctx context.Context, c *Check, t *procTarget, wake func()) error {
 		// now pins this process, so a second look is conclusive.
 		if again, err := t.resolve(ctx, pid); err != nil || again != pid {
 			unix.Close(fd)
+			if !bo.wait(ctx) {
+				return ctx.Err()
+			}
 			continue
 		}
 		traced(c, "pidfd")

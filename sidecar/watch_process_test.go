@@ -255,3 +255,13 @@ func TestDaemonPresetsWatch(t *testing.T) {
 		})
 	}
 }
+
+// TestProcessWatchOtherNamespace: a procfs that is not of the sidecar's PID
+// namespace (here a copy of a few of its files: its "self" is not us) cannot
+// back a pidfd watch: polling only.
+func TestProcessWatchOtherNamespace(t *testing.T) {
+	proc := t.TempDir()
+	os.Symlink("1", filepath.Join(proc, "self"))
+	w := startWatched(t, newCheck(t, "process: {name: hs-nothing, proc: "+proc+"}"))
+	w.expectFallback(t, "is not the procfs of this PID namespace")
+}
