@@ -58,7 +58,9 @@ func (r *runner) inherit(old *runner) {
 // and one pending; a slow run makes the ticker drop ticks and events
 // coalesce, nothing piles up. The event source stops with the loop.
 func (r *runner) loop(ctx context.Context) {
-	if r.check.watch {
+	if !r.check.watch {
+		r.m.checkWatched.WithLabelValues(r.check.Name).Set(0) // also after a reload turned it off
+	} else {
 		wctx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		wg.Go(func() { r.watch(wctx) })
