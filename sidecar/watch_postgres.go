@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -28,14 +30,14 @@ func watchPostgres(ctx context.Context, c *Check, wake func()) error {
 	// next attempt resolves. The server ends every backend at once, but
 	// ours may end a moment before the check's own connection: a check run
 	// on the first error could still query the dying server and pass.
-	first, lost, pending := true, false, false
+	lost, pending := false, false
 	for {
 		conn, err := parkPostgres(ctx, c, cfg, channel)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if err != nil {
-			if first && isCannotWatch(err) {
+			if isCannotWatch(err) {
 				return err
 			}
 			if pending {
@@ -51,7 +53,7 @@ func watchPostgres(ctx context.Context, c *Check, wake func()) error {
 		if lost || pending {
 			wake()
 		}
-		first, lost, pending = false, false, false
+		lost, pending = false, false
 		bo.reset()
 		start := time.Now()
 		_, err = conn.WaitForNotification(ctx)
@@ -71,12 +73,18 @@ func parkPostgres(ctx context.Context, c *Check, cfg *pgx.ConnConfig, channel st
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	conn, err := pgx.ConnectConfig(ctx, cfg)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "28") || strings.HasPrefix(pgErr.Code, "3D")) {
+		// Refused credentials or database: retrying every 100 ms would only
+		// fill the server's log; the check's own runs report it.
+		return nil, fmt.Errorf("%w: %w", errCannotWatch, err)
+	}
 	if err != nil {
 		return nil, err
 	}
 	if _, err := conn.Exec(ctx, "LISTEN "+channel); err != nil {
 		closeQuietly(conn)
-		if _, ok := err.(*pgconn.PgError); ok { // the server said no: it will keep saying no
+		if errors.As(err, &pgErr) { // the server said no: it will keep saying no
 			return nil, fmt.Errorf("%w: LISTEN: %w", errCannotWatch, err)
 		}
 		return nil, err

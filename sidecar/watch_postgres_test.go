@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -40,15 +41,24 @@ func TestPostgresWatch(t *testing.T) {
 
 // TestPostgresWatchFallback: a hot standby refuses LISTEN, so the parked
 // connection cannot start: polling only, said in status and metrics; the
-// check itself passes.
+// check itself passes. A database that does not exist is not retried every
+// 100 ms either (it would fill the server's log): polling only.
 func TestPostgresWatchFallback(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two PostgreSQL servers")
 	}
-	standby := testutil.StartPostgresStandby(t, testutil.StartPostgresServer(t, 20))
-	w := startWatched(t, newCheck(t, "postgres: {dsn: '"+standby.DSN+"'}\ninterval: 100ms"))
-	w.expectFallback(t, "LISTEN")
-	if w.state() != hysteresis.Up {
-		t.Errorf("state %s (%s): the check itself passes on a standby", w.state(), w.why())
-	}
+	primary := testutil.StartPostgresServer(t, 20)
+	t.Run("standby", func(t *testing.T) {
+		standby := testutil.StartPostgresStandby(t, primary)
+		w := startWatched(t, newCheck(t, "postgres: {dsn: '"+standby.DSN+"'}\ninterval: 100ms"))
+		w.expectFallback(t, "LISTEN")
+		if w.state() != hysteresis.Up {
+			t.Errorf("state %s (%s): the check itself passes on a standby", w.state(), w.why())
+		}
+	})
+	t.Run("no such database", func(t *testing.T) {
+		dsn := strings.Replace(primary.DSN, "/postgres?", "/hs_no_such_db?", 1)
+		w := startWatched(t, newCheck(t, "postgres: {dsn: '"+dsn+"'}\ninterval: 100ms"))
+		w.expectFallback(t, "3D000")
+	})
 }
