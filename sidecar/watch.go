@@ -74,19 +74,19 @@ const (
 	watchStateFallback = "fallback" // the source could not start: polling only
 )
 
-// backoff is the pause of a watcher between attempts to re-establish
+// retryPause is the pause of a watcher between attempts to re-establish
 // itself: from lo doubling to hi, with jitter, reset after a success. A
 // passing run of the check ends the pause at once: the thing is back, and
 // a fault soon after must not find the source still waiting.
-type backoff struct {
+type retryPause struct {
 	lo, hi, cur time.Duration
 	passed      <-chan struct{}
 }
 
-func newBackoff(lo, hi time.Duration) *backoff { return &backoff{lo: lo, hi: hi} }
+func newRetryPause(lo, hi time.Duration) *retryPause { return &retryPause{lo: lo, hi: hi} }
 
 // wait sleeps the next pause or until ctx ends; false when ctx ended.
-func (b *backoff) wait(ctx context.Context) bool {
+func (b *retryPause) wait(ctx context.Context) bool {
 	if b.cur == 0 {
 		b.cur = b.lo
 	} else {
@@ -105,15 +105,15 @@ func (b *backoff) wait(ctx context.Context) bool {
 	}
 }
 
-func (b *backoff) reset() { b.cur = 0 }
+func (b *retryPause) reset() { b.cur = 0 }
 
 // watchBackoff is the backoff of watchers re-establishing themselves:
 // fast at first, since a supervisor may bring the thing back within
 // milliseconds, and at most hi or the check's own period. Sources whose
 // attempt is cheap (a connection refused) use a short hi, so that the watch
 // is back soon after its target; those that scan (procfs) a longer one.
-func watchBackoff(c *Check, hi time.Duration) *backoff {
-	b := newBackoff(5*time.Millisecond, min(max(c.interval, 5*time.Millisecond), hi))
+func watchBackoff(c *Check, hi time.Duration) *retryPause {
+	b := newRetryPause(5*time.Millisecond, min(max(c.interval, 5*time.Millisecond), hi))
 	b.passed = c.passed
 	return b
 }

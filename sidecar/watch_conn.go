@@ -21,7 +21,7 @@ import (
 
 func watchTCP(ctx context.Context, c *Check, wake func()) error {
 	addr := c.TCP.Address
-	return holdLoop(ctx, c, wake, func(ctx context.Context) (net.Conn, error) {
+	return holdConn(ctx, c, wake, func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", addr)
 	}, nil)
@@ -32,7 +32,7 @@ func watchHTTP(ctx context.Context, c *Check, wake func()) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", errCannotWatch, err)
 	}
-	return holdLoop(ctx, c, wake, httpDialer(u), func(conn net.Conn) error { return keepAliveRequest(conn, c.HTTP, u) })
+	return holdConn(ctx, c, wake, httpDialer(u), func(conn net.Conn) error { return keepAliveRequest(conn, c.HTTP, u) })
 }
 
 func unixDialer(path string) func(context.Context) (net.Conn, error) {
@@ -98,7 +98,7 @@ func keepAliveRequest(conn net.Conn, s *HTTPSpec, u *url.URL) error {
 	return nil
 }
 
-// holdLoop keeps one idle connection to the target. When it ends, one new
+// holdConn keeps one idle connection to the target. When it ends, one new
 // connection is tried at once and the check is woken as soon as that
 // attempt resolves: a process that dies may close its connections just
 // before its listener, and a check run in between would reach the dying
@@ -109,7 +109,7 @@ func keepAliveRequest(conn net.Conn, s *HTTPSpec, u *url.URL) error {
 // A server that keeps closing new connections at once (three in a row,
 // before any was held) does not keep idle connections: the source cannot
 // start. One that does so later is retried with backoff.
-func holdLoop(ctx context.Context, c *Check, wake func(), dial func(context.Context) (net.Conn, error), greet func(net.Conn) error) error {
+func holdConn(ctx context.Context, c *Check, wake func(), dial func(context.Context) (net.Conn, error), greet func(net.Conn) error) error {
 	const quickLimit = 3
 	atOnce := min(c.timeout/2, 10*time.Millisecond)
 	bo := watchBackoff(c, connBackoff)

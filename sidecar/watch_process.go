@@ -28,7 +28,7 @@ func watchDaemon(ctx context.Context, c *Check, t *procTarget, socket string, wa
 	}
 	return watchAll(ctx,
 		func(ctx context.Context) error { return watchPID(ctx, c, t, wake) },
-		func(ctx context.Context) error { return holdLoop(ctx, c, wake, unixDialer(socket), nil) },
+		func(ctx context.Context) error { return holdConn(ctx, c, wake, unixDialer(socket), nil) },
 	)
 }
 
