@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -30,7 +31,15 @@ func startWatched(t testing.TB, c *Check) *watched {
 	w.r.once(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { w.r.loop(ctx) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		if t.Failed() {
+			st, why := w.r.watchStatus()
+			_, _, _, runs, _ := w.r.snapshot()
+			t.Logf("check %s: watch %s %s; %d runs, %v wakes", c.Name, st, why, runs, w.metric("healthswitch_sidecar_check_wakes_total"))
+		}
+	})
 	return w
 }
 
@@ -126,8 +135,8 @@ func TestWatchConfig(t *testing.T) {
 	}
 }
 
-// TestWakesCoalesce: a burst of events makes one run and at most one
-// pending run, not one per event.
+// TestWakesCoalesce: a burst of events while a run is in flight makes one
+// run and at most one pending run, not one per event.
 func TestWakesCoalesce(t *testing.T) {
 	c := newCheck(t, "exec: {command: [sleep, '0.2']}\ninterval: 1h\ntimeout: 1s")
 	w := startWatched(t, c)
@@ -135,9 +144,16 @@ func TestWakesCoalesce(t *testing.T) {
 	for range 100 {
 		w.r.wake()
 	}
-	time.Sleep(time.Second) // a window to count runs in (5 run lengths), not a wait for a condition
-	_, _, _, runs, _ := w.r.snapshot()
-	if got := runs - runs0; got < 1 || got > 2 {
-		t.Errorf("a burst of 100 wakes made %d runs, want 1 or 2", got)
+	// A wake counts only when it found the slot free: the loop may have
+	// taken the first before the burst ended, so one or two.
+	taken := w.metric("healthswitch_sidecar_check_wakes_total")
+	if taken < 1 || taken > 2 {
+		t.Fatalf("a burst of 100 wakes took the slot %v times, want 1 or 2", taken)
+	}
+	want := runs0 + uint64(taken)
+	testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("%d runs", want), func() bool { _, _, _, n, _ := w.r.snapshot(); return n >= want })
+	time.Sleep(500 * time.Millisecond) // a window in which no further run may start, not a wait for a condition
+	if _, _, _, n, _ := w.r.snapshot(); n != want {
+		t.Errorf("%d runs after the burst, want %d", n-runs0, want-runs0)
 	}
 }
