@@ -90,10 +90,12 @@ func TestCgroupWatchEmptied(t *testing.T) {
 	startIn(t, "sleep 600", dir)
 	startIn(t, "sleep 600", dir)
 	waitPopulated(t, dir, "1")
+	sources := traceSources(t)
 	w := startWatched(t, newCheck(t, "cgroup: {path: "+dir+"}\ninterval: 10s\ntimeout: 1s\nrise: 1"))
 	if w.state() != hysteresis.Up {
 		t.Fatalf("state %s before the fault: %s", w.state(), w.why())
 	}
+	testutil.WaitFor(t, 2*time.Second, "the inotify watch", func() bool { return sources("inotify") > 0 })
 	if err := os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +133,7 @@ func TestCgroupWatchOOM(t *testing.T) {
 	startIn(t, "sleep 600", dirs...)
 	waitPopulated(t, dir, "1")
 	sources := traceSources(t)
-	w := startWatched(t, newCheck(t, spec+"\ninterval: 10s\ntimeout: 1s\nrise: 1"))
+	w := startWatched(t, newCheck(t, spec+"\ninterval: 10s\ntimeout: 1s\nrise: 2")) // an OOM kill fails one run: rise 2 keeps it down
 	if w.state() != hysteresis.Up {
 		t.Fatalf("state %s before the fault: %s", w.state(), w.why())
 	}
