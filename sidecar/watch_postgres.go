@@ -26,10 +26,11 @@ func watchPostgres(ctx context.Context, c *Check, wake func()) error {
 	cfg.RuntimeParams["application_name"] = "healthswitch-sidecar-watch"
 	channel := "healthswitch_watch_" + randomHex(6)
 	bo := watchBackoff(c, connBackoff)
-	// pending: the parked connection ended; the check is woken once the
-	// next attempt resolves. The server ends every backend at once, but
-	// ours may end a moment before the check's own connection: a check run
-	// on the first error could still query the dying server and pass.
+	// pending: the parked connection ended; the check is woken at once and
+	// again when the next attempt resolves. The server ends every backend
+	// at once, but ours may end a moment before the check's own connection:
+	// the run on the first error could still query the dying server and
+	// pass.
 	lost, pending := false, false
 	for {
 		conn, err := parkPostgres(ctx, c, cfg, channel)
@@ -62,6 +63,7 @@ func watchPostgres(ctx context.Context, c *Check, wake func()) error {
 			return ctx.Err()
 		}
 		_ = err // any end of the parked connection is the event; the check says why
+		wake()
 		pending = true
 		if time.Since(start) < 10*time.Millisecond && !bo.wait(ctx) { // never spin on a server that drops us
 			return ctx.Err()
