@@ -27,6 +27,7 @@ type Results struct {
 	Ingest   []IngestResult   `json:"ingest"`
 	Sidecar  []SidecarResult  `json:"sidecar"`
 	Scale    []ScaleResult    `json:"scale"`
+	Events   []EventsResult   `json:"events"`
 	Notes    []string         `json:"notes"`
 	Elapsed  string           `json:"elapsed"`
 }
@@ -73,7 +74,7 @@ func quantile(s []float64, q float64) float64 {
 func main() {
 	binDir := flag.String("bin", "bin", "folder holding coredns and healthswitch-sidecar")
 	out := flag.String("out", "bench", "where results.md and results.json go")
-	only := flag.String("only", "", "comma-separated sections to run (failover,dns,ingest,sidecar,scale); empty: all")
+	only := flag.String("only", "", "comma-separated sections to run (failover,dns,ingest,sidecar,scale,events); empty: all")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 
@@ -107,6 +108,9 @@ func main() {
 	}
 	if want("scale") {
 		res.Scale = b.scale(ctx)
+	}
+	if want("events") {
+		res.Events = b.events(ctx)
 	}
 	res.Notes = append(res.Notes,
 		"p99 over about 30 faults is the second-largest or largest sample: read it as a near-worst case.",

@@ -104,6 +104,7 @@ func markdown(r *Results) string {
 		}
 		b.WriteString("\n")
 	}
+	eventsMarkdown(&b, r.Events)
 	if len(r.Notes) > 0 {
 		b.WriteString("## Notes\n\n")
 		for _, n := range r.Notes {

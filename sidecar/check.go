@@ -36,6 +36,7 @@ type Check struct {
 	Fall     int       `yaml:"fall"`
 	Rise     int       `yaml:"rise"`
 	Critical *bool     `yaml:"critical"`
+	Watch    string    `yaml:"watch"` // auto | on | off: run at once on an event of the kind's source (watch.go)
 
 	HTTP     *HTTPSpec     `yaml:"http"`
 	TCP      *TCPSpec      `yaml:"tcp"`
@@ -51,12 +52,16 @@ type Check struct {
 	OVS      *OVSSpec      `yaml:"ovs"`
 	CRIO     *CRIOSpec     `yaml:"crio"`
 	VM       *VMSpec       `yaml:"vm"`
+	Process  *ProcessSpec  `yaml:"process"`
+	Cgroup   *CgroupSpec   `yaml:"cgroup"`
 
 	kind       string
 	interval   time.Duration
 	timeout    time.Duration
 	critical   bool
 	fall, rise int
+	watch      bool          // the kind's event source runs beside polling
+	passed     chan struct{} // a run passed: a source waiting to re-establish itself tries at once
 }
 
 // Result is the outcome of one run of a check.
@@ -115,6 +120,8 @@ var probers = map[string]prober{
 	"ovs":      probeOVS,
 	"crio":     probeCRIO,
 	"vm":       probeVM,
+	"process":  probeProcess,
+	"cgroup":   probeCgroup,
 }
 
 // presets fill in an empty block so `preset: NAME` needs nothing else.
@@ -156,6 +163,8 @@ func (c *Check) blocks() map[string]spec {
 	add("ovs", c.OVS != nil, c.OVS)
 	add("crio", c.CRIO != nil, c.CRIO)
 	add("vm", c.VM != nil, c.VM)
+	add("process", c.Process != nil, c.Process)
+	add("cgroup", c.Cgroup != nil, c.Cgroup)
 	return m
 }
 
@@ -191,6 +200,9 @@ func (c *Check) compile(interval time.Duration) error {
 		return fmt.Errorf("preset %s with a %s block: the block must match the preset", c.Preset, c.kind)
 	}
 	if err := c.compileTiming(interval); err != nil {
+		return err
+	}
+	if err := c.compileWatch(); err != nil {
 		return err
 	}
 	if err := blocks[c.kind].compile(c); err != nil {

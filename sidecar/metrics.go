@@ -21,6 +21,9 @@ type metrics struct {
 	pushDuration     *prometheus.HistogramVec // target
 	pushSuperseded   *prometheus.CounterVec   // target
 	reloads          *prometheus.CounterVec   // result: ok | error
+	checkWatched     *prometheus.GaugeVec     // check: 1 event source running, 0 polling only
+	watchFallbacks   *prometheus.CounterVec   // check: event sources that could not start
+	checkWakes       *prometheus.CounterVec   // check: events that ran the check at once
 }
 
 // Push results, the values of the pushes_total result label.
@@ -59,6 +62,12 @@ func newMetrics(reg *prometheus.Registry, version string) *metrics {
 			Help: "Reports replaced by a newer one before they reached a target."}, []string{"target"}),
 		reloads: f.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "reloads_total",
 			Help: "Config reloads by result."}, []string{"result"}),
+		checkWatched: f.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: "check_watched",
+			Help: "1 while the check's event source runs beside polling, 0 when it is polled only."}, []string{"check"}),
+		watchFallbacks: f.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "watch_fallbacks_total",
+			Help: "Event sources that could not start (or stopped), leaving the check polled only."}, []string{"check"}),
+		checkWakes: f.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "check_wakes_total",
+			Help: "Events of a check's source that ran it at once."}, []string{"check"}),
 	}
 }
 
@@ -69,6 +78,9 @@ func (m *metrics) forgetCheck(name string) {
 	m.checkUp.DeletePartialMatch(l)
 	m.checkDuration.DeletePartialMatch(l)
 	m.checkTransitions.DeletePartialMatch(l)
+	m.checkWatched.DeletePartialMatch(l)
+	m.watchFallbacks.DeletePartialMatch(l)
+	m.checkWakes.DeletePartialMatch(l)
 }
 
 func (m *metrics) forgetTarget(url string) {

@@ -10,10 +10,18 @@ import (
 )
 
 // CRIOSpec: the container runtime's unit active (running), read from the
-// Active: line of `systemctl status` (forks systemctl).
+// Active: line of `systemctl status` (forks systemctl), and its socket
+// accepting connections when one is named. Its event source is a pidfd of
+// the crio process, plus a held connection to the socket.
 type CRIOSpec struct {
 	Unit    string   `yaml:"unit"`    // default crio
 	Command []string `yaml:"command"` // default [systemctl, status, --no-pager, --lines=0, <unit>]
+	Socket  string   `yaml:"socket"`  // e.g. /var/run/crio/crio.sock; default not checked
+	Process string   `yaml:"process"` // program name the event source watches, default crio
+	Pidfile string   `yaml:"pidfile"` // or its pidfile
+	Proc    string   `yaml:"proc"`    // where procfs is mounted, default /proc
+
+	target procTarget
 }
 
 func (s *CRIOSpec) compile(*Check) error {
@@ -23,7 +31,16 @@ func (s *CRIOSpec) compile(*Check) error {
 	if len(s.Command) == 0 {
 		s.Command = []string{"systemctl", "status", "--no-pager", "--lines=0", s.Unit}
 	}
+	if s.Process == "" {
+		s.Process = "crio"
+	}
+	s.target = procTarget{Pidfile: s.Pidfile, Name: s.Process, Proc: s.Proc}
+	s.target.defaults()
 	return nil
+}
+
+func watchCRIO(ctx context.Context, c *Check, wake func()) error {
+	return watchDaemon(ctx, c, &c.CRIO.target, c.CRIO.Socket, wake)
 }
 
 func probeCRIO(ctx context.Context, c *Check) Result {
@@ -40,6 +57,9 @@ func probeCRIO(ctx context.Context, c *Check) Result {
 	}
 	if !strings.HasPrefix(active, "active (running)") && active != "active" {
 		return Result{Err: fmt.Errorf("%s is %s", s.Unit, active), Output: string(r.out)}
+	}
+	if err := dialSocket(ctx, s.Socket); err != nil {
+		return fail(fmt.Errorf("%s %w", s.Unit, err))
 	}
 	return pass("%s %s", s.Unit, active)
 }

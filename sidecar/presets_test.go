@@ -1,8 +1,6 @@
 package sidecar
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -173,12 +171,6 @@ func TestParseVirshList(t *testing.T) {
 	}
 	c := newCheck(t, "preset: vm\nvm: {command: [printf, '"+strings.ReplaceAll(out, "\n", `\n`)+"'], domains: [worker-1, spare]}")
 	expect(t, c, false, "domain spare is shut off")
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // netns creates a network namespace for the test and returns the argv

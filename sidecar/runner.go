@@ -2,6 +2,8 @@ package sidecar
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -18,15 +20,20 @@ type runner struct {
 	log      *slog.Logger
 	onChange func() // called, outside the lock, on every debounced change
 
-	mu       sync.Mutex
-	counter  *hysteresis.Counter
-	last     Result
-	runs     uint64
-	failures uint64
+	wakes chan struct{} // one slot: events that arrive during a run coalesce into one more run
+
+	mu         sync.Mutex
+	counter    *hysteresis.Counter
+	last       Result
+	runs       uint64
+	failures   uint64
+	watchState string // watchStateOff, watchStateEvents or watchStateFallback
+	watchErr   string // why the event source fell back to polling
 }
 
 func newRunner(c *Check, m *metrics, log *slog.Logger, onChange func()) *runner {
-	return &runner{check: c, m: m, log: log, onChange: onChange, counter: hysteresis.New(c.fall, c.rise)}
+	return &runner{check: c, m: m, log: log, onChange: onChange, counter: hysteresis.New(c.fall, c.rise),
+		wakes: make(chan struct{}, 1), watchState: watchStateOff}
 }
 
 // inherit carries the state of the same check across a reload, so a check
@@ -46,9 +53,20 @@ func (r *runner) inherit(old *runner) {
 }
 
 // loop runs the check every interval after a random first delay, so checks
-// started together do not run in lock step. Runs are sequential: at most one
-// is in flight, and a slow run makes the ticker drop ticks, not pile them up.
+// started together do not run in lock step, and at once on an event of the
+// check's source (watch.go). Runs are sequential: at most one is in flight
+// and one pending; a slow run makes the ticker drop ticks and events
+// coalesce, nothing piles up. The event source stops with the loop.
 func (r *runner) loop(ctx context.Context) {
+	if !r.check.watch {
+		r.m.checkWatched.WithLabelValues(r.check.Name).Set(0) // also after a reload turned it off
+	} else {
+		wctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { r.watch(wctx) })
+		defer wg.Wait()
+		defer cancel()
+	}
 	period := r.check.interval
 	first := time.NewTimer(rand.N(period))
 	defer first.Stop()
@@ -56,6 +74,7 @@ func (r *runner) loop(ctx context.Context) {
 	case <-ctx.Done():
 		return
 	case <-first.C:
+	case <-r.wakes:
 	}
 	tick := time.NewTicker(period)
 	defer tick.Stop()
@@ -65,8 +84,58 @@ func (r *runner) loop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-r.wakes:
 		}
 	}
+}
+
+// wake asks for a run at once; it never blocks.
+func (r *runner) wake() {
+	select {
+	case r.wakes <- struct{}{}:
+		r.m.checkWakes.WithLabelValues(r.check.Name).Inc()
+	default:
+	}
+}
+
+// watch runs the check's event source until ctx ends. A source that cannot
+// start (or stops on its own) leaves the check polled: said once in the
+// log, in /status and in the metrics.
+func (r *runner) watch(ctx context.Context) {
+	name := r.check.Name
+	r.setWatch(watchStateEvents, "")
+	r.m.checkWatched.WithLabelValues(name).Set(1)
+	err := func() (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("event source panicked: %v", p)
+			}
+		}()
+		return watchers[r.check.kind](ctx, r.check, r.wake)
+	}()
+	if ctx.Err() != nil {
+		return
+	}
+	if err == nil {
+		err = errors.New("event source stopped")
+	}
+	r.setWatch(watchStateFallback, err.Error())
+	r.m.checkWatched.WithLabelValues(name).Set(0)
+	r.m.watchFallbacks.WithLabelValues(name).Inc()
+	r.log.Warn("event source cannot run: polling only", "check", name, "kind", r.check.kind, "every", r.check.interval, "err", err)
+}
+
+func (r *runner) setWatch(state, why string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.watchState, r.watchErr = state, why
+}
+
+// watchStatus is the event source's state for /status.
+func (r *runner) watchStatus() (state, why string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.watchState, r.watchErr
 }
 
 // once runs the check one time and records the result.
@@ -94,6 +163,12 @@ func (r *runner) observe(res Result) {
 	result := "ok"
 	if !res.Healthy {
 		result = "fail"
+	}
+	if res.Healthy && r.check.passed != nil {
+		select { // tell a source in backoff that the thing is back
+		case r.check.passed <- struct{}{}:
+		default:
+		}
 	}
 	r.m.checkRuns.WithLabelValues(name, result).Inc()
 	r.m.checkDuration.WithLabelValues(name).Observe(res.Duration.Seconds())

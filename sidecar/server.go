@@ -35,6 +35,8 @@ type CheckStatus struct {
 	TimeoutMS  int64     `json:"timeout_ms"`
 	Runs       uint64    `json:"runs"`
 	Failures   uint64    `json:"failures"`
+	Watch      string    `json:"watch"`                 // off | events | fallback (Contract 8)
+	WatchError string    `json:"watch_error,omitempty"` // why the event source fell back to polling
 }
 
 // Status returns the state of every check and target.
@@ -43,6 +45,7 @@ func (s *Sidecar) Status() Status {
 	st := Status{Cluster: g.cfg.Cluster, BootID: s.bootID, Sequence: s.seq.Load(), Healthy: true}
 	for _, r := range g.runners {
 		c, state, last, runs, failures := r.snapshot()
+		watch, watchErr := r.watchStatus()
 		if c.Critical && !c.Healthy {
 			st.Healthy = false
 		}
@@ -50,7 +53,7 @@ func (s *Sidecar) Status() Status {
 			Name: c.Name, Kind: c.Kind, Critical: c.Critical, State: state.String(), Healthy: c.Healthy,
 			LastOK: last.Healthy, Detail: c.Detail, Output: last.Output, ObservedAt: c.ObservedAt,
 			DurationMS: c.DurationMS, IntervalMS: r.check.interval.Milliseconds(), TimeoutMS: r.check.timeout.Milliseconds(),
-			Runs: runs, Failures: failures,
+			Runs: runs, Failures: failures, Watch: watch, WatchError: watchErr,
 		})
 	}
 	for _, t := range g.targets {

@@ -18,9 +18,12 @@ import (
 type ClusterSpec struct {
 	Name string
 	IPs  []string // the addresses DNS answers for it
-	// Health is the URL its sidecar checks; "" runs no sidecar (and the
-	// cluster gets no key).
+	// Health is the URL its sidecar checks; "" (and no Checks) runs no
+	// sidecar (and the cluster gets no key).
 	Health string
+	// Checks, when set, are its sidecar's checks instead of one http check
+	// of Health: YAML flow maps, one per check.
+	Checks []string
 	// Probe is the plugin's active probe of the ingress; "" for none.
 	Probe string
 	// SidecarListen is the sidecar's own status address; "" picks a free
@@ -66,7 +69,7 @@ func NewStack(opt Options) (*Stack, error) {
 		return nil, err
 	}
 	for _, c := range opt.Clusters {
-		if c.Health == "" {
+		if !c.hasSidecar() {
 			continue
 		}
 		key, err := newKey()
@@ -129,7 +132,7 @@ func (s *Stack) corefile() string {
 	b.WriteString("    healthswitch {\n")
 	for _, c := range o.Clusters {
 		fmt.Fprintf(&b, "        cluster %s %s", c.Name, strings.Join(c.IPs, " "))
-		if c.Health == "" && c.Probe == "" {
+		if !c.hasSidecar() && c.Probe == "" {
 			b.WriteString("\n")
 			continue
 		}
@@ -137,7 +140,7 @@ func (s *Stack) corefile() string {
 		if c.Probe != "" {
 			fmt.Fprintf(&b, "            probe %s\n", c.Probe)
 		}
-		if c.Health != "" {
+		if c.hasSidecar() {
 			fmt.Fprintf(&b, "            key_file %s\n", s.keyFile(c.Name))
 		}
 		b.WriteString("        }\n")
@@ -163,6 +166,10 @@ func (s *Stack) sidecarConfig(c ClusterSpec, listen string) string {
 	if o.Heartbeat > 0 {
 		fmt.Fprintf(&b, "heartbeat: %s\n", o.Heartbeat)
 	}
+	if len(c.Checks) > 0 {
+		fmt.Fprintf(&b, "listen: %s\nchecks:\n  - %s\n", listen, strings.Join(c.Checks, "\n  - "))
+		return b.String()
+	}
 	fmt.Fprintf(&b, "listen: %s\nchecks:\n  - name: web\n    http: {url: %s, expect_status: [200]}\n", listen, c.Health)
 	if o.Fall > 0 {
 		fmt.Fprintf(&b, "    fall: %d\n", o.Fall)
@@ -172,6 +179,8 @@ func (s *Stack) sidecarConfig(c ClusterSpec, listen string) string {
 	}
 	return b.String()
 }
+
+func (c ClusterSpec) hasSidecar() bool { return c.Health != "" || len(c.Checks) > 0 }
 
 // SidecarConfig is the path of a cluster's sidecar config.
 func (s *Stack) SidecarConfig(cluster string) string { return s.configs[cluster] }
@@ -183,7 +192,7 @@ func (s *Stack) Start(ctx context.Context) error {
 		return err
 	}
 	for _, c := range s.Opt.Clusters {
-		if c.Health == "" {
+		if !c.hasSidecar() {
 			continue
 		}
 		if err := s.StartSidecar(c.Name); err != nil {

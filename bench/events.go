@@ -1,0 +1,427 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/healthswitch/healthswitch/internal/demo"
+	"github.com/healthswitch/healthswitch/internal/testutil"
+)
+
+// Event-driven checks (Contract 8): fault → changed DNS answer for each
+// event source, beside the same fault under 100 ms polling (watch: off), in
+// the same run against the same DNS server. One lane per source and mode;
+// each lane is a cluster with its own sidecar, and a name it shares with an
+// always-up spare cluster. The two lanes of a source run side by side, one
+// source after the other.
+
+const (
+	eventsFaults   = 30
+	eventsSafety   = time.Second            // the watched checks' safety poll
+	eventsPolling  = 100 * time.Millisecond // the baseline's interval
+	eventsPollDNS  = time.Millisecond       // DNS polled this often while a fault is on
+	eventsBudget   = 150 * time.Second
+	benchServerEnv = "HS_BENCH_HTTP_SERVER"
+)
+
+// EventsResult is one source under one mode.
+type EventsResult struct {
+	Source   string  `json:"source"`
+	Mode     string  `json:"mode"` // events (1 s safety poll) | polling (100 ms, watch: off)
+	Fault    string  `json:"fault"`
+	Faults   int     `json:"faults"`
+	Timeouts int     `json:"timeouts"`
+	P95      float64 `json:"p95_ms"`
+	Client   Dist    `json:"client_ms"`   // fault injected → first DNS answer without the cluster
+	Detected Dist    `json:"detected_ms"` // fault injected → the sidecar's failing run (observed_at)
+	Note     string  `json:"note,omitempty"`
+	raw      []float64
+	detRaw   []float64
+	injected []time.Time
+}
+
+// A bench binary started with benchServerEnv set is an HTTP server with
+// keep-alive on that address, so a lane can kill a real server process.
+func init() {
+	if addr := os.Getenv(benchServerEnv); addr != "" {
+		err := http.ListenAndServe(addr, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) }))
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+// lane is one source under one mode: how to break it and repair it, and
+// the sidecar check that watches it.
+type lane struct {
+	source, mode, fault string
+	check               string // YAML flow map
+	setup               func() error
+	inject, restore     func() error
+	close               func()
+	res                 EventsResult
+}
+
+func (b *bencher) events(ctx context.Context) []EventsResult {
+	dir := b.subdir("events")
+	var lanes []*lane
+	for _, mode := range []string{"events", "polling"} {
+		for _, mk := range []func(string, string) (*lane, error){processLane, cgroupLane, httpLane, postgresLane} {
+			l, err := mk(dir, mode)
+			if err != nil {
+				log.Printf("events: %v", err)
+				continue
+			}
+			lanes = append(lanes, l)
+		}
+	}
+	defer func() {
+		for _, l := range lanes {
+			if l.close != nil {
+				l.close()
+			}
+		}
+	}()
+	var ready []*lane
+	for _, l := range lanes {
+		if err := l.setup(); err != nil {
+			log.Printf("events %s/%s: setup: %v", l.source, l.mode, err)
+			continue
+		}
+		ready = append(ready, l)
+	}
+	out, err := b.eventsRun(ctx, dir, ready)
+	if err != nil {
+		log.Printf("events: %v", err)
+	}
+	return out
+}
+
+func timing(mode string) string {
+	if mode == "events" {
+		return fmt.Sprintf("interval: %s, timeout: 500ms, fall: 1, rise: 1, watch: on", eventsSafety)
+	}
+	return fmt.Sprintf("interval: %s, timeout: 80ms, fall: 1, rise: 1, watch: off", eventsPolling)
+}
+
+// processLane: a daemon (sleep under a unique name) SIGKILLed, and started
+// again with a new pid, as a supervisor would.
+func processLane(_ string, mode string) (*lane, error) {
+	name := fmt.Sprintf("hs-%d-bench-%s", os.Getpid(), mode)
+	var mu sync.Mutex
+	var cmd *exec.Cmd
+	start := func() error {
+		c := &exec.Cmd{Path: "/bin/sleep", Args: []string{name, "3600"}}
+		if err := c.Start(); err != nil {
+			return err
+		}
+		go c.Wait()
+		mu.Lock()
+		cmd = c
+		mu.Unlock()
+		return nil
+	}
+	kill := func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return cmd.Process.Kill()
+	}
+	return &lane{source: "process", mode: mode, fault: "SIGKILL of the daemon; restarted with a new pid",
+		check: fmt.Sprintf("{name: daemon, process: {name: %s}, %s}", name, timing(mode)),
+		setup: start, inject: kill, restore: start, close: func() { kill() }}, nil
+}
+
+// cgroupLane: every process of a cgroup v2 cgroup killed (cgroup.kill); a
+// new one started in it.
+func cgroupLane(_ string, mode string) (*lane, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("cgroup lane needs root")
+	}
+	root := ""
+	for _, r := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
+		if _, err := os.Stat(filepath.Join(r, "cgroup.subtree_control")); err == nil {
+			root = r
+			break
+		}
+	}
+	if root == "" {
+		return nil, errors.New("no cgroup v2 hierarchy")
+	}
+	cg := filepath.Join(root, fmt.Sprintf("hs-%d-bench-%s", os.Getpid(), mode))
+	start := func() error {
+		c := exec.Command("/bin/sh", "-c", "echo $$ > "+filepath.Join(cg, "cgroup.procs")+" && exec sleep 3600")
+		if err := c.Start(); err != nil {
+			return err
+		}
+		go c.Wait()
+		// Started once it is in: the shell writes itself in before exec.
+		for range 1000 {
+			if b, _ := os.ReadFile(filepath.Join(cg, "cgroup.events")); strings.HasPrefix(string(b), "populated 1") {
+				return nil
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return errors.New("cgroup not populated")
+	}
+	return &lane{source: "cgroup", mode: mode, fault: "every process of the cgroup killed (cgroup.kill); one started again",
+		check: fmt.Sprintf("{name: pod, cgroup: {path: %s}, %s}", cg, timing(mode)),
+		setup: func() error {
+			if err := os.Mkdir(cg, 0o755); err != nil {
+				return err
+			}
+			return start()
+		},
+		inject:  func() error { return os.WriteFile(filepath.Join(cg, "cgroup.kill"), []byte("1"), 0) },
+		restore: start,
+		close: func() {
+			os.WriteFile(filepath.Join(cg, "cgroup.kill"), []byte("1"), 0)
+			for range 100 {
+				if os.Remove(cg) == nil || errors.Is(os.Remove(cg), os.ErrNotExist) {
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}}, nil
+}
+
+// httpLane: an HTTP server process (this binary, see init) SIGKILLed, and
+// started again on the same port.
+func httpLane(_ string, mode string) (*lane, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	port, err := demo.FreePort("127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	var mu sync.Mutex
+	var cmd *exec.Cmd
+	start := func() error {
+		c := exec.Command(self)
+		c.Env = append(os.Environ(), benchServerEnv+"="+addr)
+		c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := c.Start(); err != nil {
+			return err
+		}
+		go c.Wait()
+		mu.Lock()
+		cmd = c
+		mu.Unlock()
+		for range 2000 {
+			if resp, err := http.Get("http://" + addr + "/"); err == nil {
+				resp.Body.Close()
+				return nil
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return errors.New("http server did not start")
+	}
+	kill := func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return cmd.Process.Kill()
+	}
+	return &lane{source: "http", mode: mode, fault: "SIGKILL of the HTTP server process; started again on the same port",
+		check: fmt.Sprintf("{name: web, http: {url: 'http://%s/healthz'}, %s}", addr, timing(mode)),
+		setup: start, inject: kill, restore: start, close: func() { kill() }}, nil
+}
+
+// postgresLane: PostgreSQL's postmaster sent SIGQUIT (what pg_ctl stop -m
+// immediate sends, without forking pg_ctl inside the measurement); started
+// again with pg_ctl.
+func postgresLane(_, mode string) (*lane, error) {
+	if testutil.PostgresBin() == "" {
+		return nil, errors.New("no PostgreSQL server binaries")
+	}
+	// Its own folder outside the bench's (0700, root's): initdb runs as
+	// the user postgres, which gets this one.
+	pgdir, err := os.MkdirTemp("", "hs-pg-bench-")
+	if err != nil {
+		return nil, err
+	}
+	port, err := demo.FreePort("127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	pg, err := testutil.NewPostgres(pgdir, port, 20)
+	if err != nil {
+		os.RemoveAll(pgdir)
+		return nil, err
+	}
+	return &lane{source: "postgres", mode: mode, fault: "postmaster SIGQUIT (= pg_ctl stop -m immediate); started again with pg_ctl",
+		check: fmt.Sprintf("{name: db, postgres: {dsn: '%s'}, %s}", pg.DSN, timing(mode)),
+		setup: pg.Start,
+		inject: func() error {
+			pid, err := pg.PostmasterPID()
+			if err != nil {
+				return err
+			}
+			return syscall.Kill(pid, syscall.SIGQUIT)
+		},
+		restore: func() error {
+			pg.Stop("immediate") // waits until the SIGQUIT has taken it down; an error only says it is down already
+			return pg.Start()
+		},
+		close: func() { pg.Stop("immediate"); os.RemoveAll(pgdir) }}, nil
+}
+
+func (b *bencher) eventsRun(ctx context.Context, dir string, lanes []*lane) ([]EventsResult, error) {
+	dnsPort, _ := demo.FreePort("127.0.0.1")
+	apiPort, _ := demo.FreePort("127.0.0.1")
+	opt := demo.Options{Dir: dir, CoreDNS: b.coredns, Sidecar: b.sidecar,
+		DNS: fmt.Sprintf("127.0.0.1:%d", dnsPort), API: fmt.Sprintf("127.0.0.1:%d", apiPort),
+		Zones: []string{"bench.test"}}
+	var clusters []string
+	for i, l := range lanes {
+		opt.Clusters = append(opt.Clusters, demo.ClusterSpec{Name: laneClust(i), IPs: []string{laneIP(i)}, Checks: []string{l.check}})
+		opt.Apps = append(opt.Apps, fmt.Sprintf("%s %s spare", laneName(i), laneClust(i)))
+		clusters = append(clusters, laneClust(i))
+		l.res = EventsResult{Source: l.source, Mode: l.mode, Fault: l.fault}
+	}
+	opt.Clusters = append(opt.Clusters, demo.ClusterSpec{Name: "spare", IPs: []string{spareIP()}})
+	var out []EventsResult
+	collect := func() []EventsResult {
+		for _, l := range lanes {
+			l.res.Faults = len(l.res.raw)
+			l.res.Client = dist(l.res.raw)
+			l.res.Detected = dist(l.res.detRaw)
+			if len(l.res.raw) > 0 {
+				s := append([]float64(nil), l.res.raw...)
+				sort.Float64s(s)
+				l.res.P95 = quantile(s, 0.95)
+			}
+			out = append(out, l.res)
+		}
+		return out
+	}
+	st, err := demo.NewStack(opt)
+	if err != nil {
+		return collect(), err
+	}
+	if err := st.Start(ctx); err != nil {
+		return collect(), err
+	}
+	defer st.Stop()
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	err = st.WaitStates(wctx, "up", clusters...)
+	cancel()
+	if err != nil {
+		return collect(), err
+	}
+	// One source at a time, its two modes side by side: fewer processes
+	// busy at once on a small machine, and each pair under the same load.
+	deadline := time.Now().Add(eventsBudget)
+	for _, source := range []string{"process", "cgroup", "http", "postgres"} {
+		var wg sync.WaitGroup
+		for i, l := range lanes {
+			if l.source == source {
+				wg.Go(func() { l.faults(i, opt.DNS, deadline) })
+			}
+		}
+		wg.Wait()
+		// The server keeps its last 256 transitions: read them per source.
+		if evs, err := demo.Events(opt.API); err == nil {
+			for i, l := range lanes {
+				if l.source == source {
+					l.detected(laneClust(i), evs)
+				}
+			}
+		}
+	}
+	return collect(), nil
+}
+
+// faults injects eventsFaults faults one after the other, each at a random
+// phase, and measures each to the first DNS answer without the cluster.
+func (l *lane) faults(i int, dnsAddr string, deadline time.Time) {
+	r := demo.NewResolver(dnsAddr)
+	both := spareIP() + " " + laneIP(i)
+	if laneIP(i) < spareIP() {
+		both = laneIP(i) + " " + spareIP()
+	}
+	worst := 3 * time.Second
+	for range eventsFaults {
+		time.Sleep(rand.N(eventsPolling) + 20*time.Millisecond) // a random phase against the poll timer
+		if time.Until(deadline) < worst {
+			l.res.Note = "time-bound"
+			return
+		}
+		t0 := time.Now()
+		l.res.injected = append(l.res.injected, t0)
+		if err := l.inject(); err != nil {
+			l.res.Note = "inject: " + err.Error()
+			return
+		}
+		if waitAnswer(r, laneName(i), spareIP(), eventsPollDNS, t0.Add(worst)) {
+			l.res.raw = append(l.res.raw, ms(time.Since(t0)))
+		} else {
+			l.res.Timeouts++
+		}
+		if err := l.restore(); err != nil {
+			l.res.Note = "restore: " + err.Error()
+			return
+		}
+		if !waitAnswer(r, laneName(i), both, 5*time.Millisecond, time.Now().Add(5*time.Second)) {
+			l.res.Note = "did not come back within 5 s"
+			return
+		}
+	}
+}
+
+func eventsMarkdown(b *strings.Builder, rs []EventsResult) {
+	if len(rs) == 0 {
+		return
+	}
+	b.WriteString("## Event-driven checks: fault → changed DNS answer per event source\n\n")
+	fmt.Fprintf(b, "The real bin/coredns and one bin/healthswitch-sidecar per lane; the DNS answer polled every %s over raw UDP (miekg/dns). Each fault at a random phase; *events* is the check with its event source on (`watch: on`) and a %s safety poll, *polling* the same check with `watch: off` every %s, both in the same run against the same DNS server, the two modes of a source side by side, one source after the other. fall 1, rise 1 everywhere (rise only affects recovery). *Detected* is to the sidecar's failing run (`observed_at` of the DNS server's transition). Goal: p99 ≤ 10 ms.\n\n", eventsPollDNS, eventsSafety, eventsPolling)
+	b.WriteString("| source | mode | faults | p50 | p95 | p99 | max | p50 vs polling | p99 vs polling | detected p50 / p99 | fault |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	base := map[string]EventsResult{}
+	for _, r := range rs {
+		if r.Mode == "polling" {
+			base[r.Source] = r
+		}
+	}
+	for _, r := range rs {
+		p := base[r.Source]
+		note := r.Fault
+		if r.Timeouts > 0 {
+			note += fmt.Sprintf("; %d not seen within 3 s", r.Timeouts)
+		}
+		if r.Note != "" {
+			note += "; " + r.Note
+		}
+		fmt.Fprintf(b, "| %s | %s | %d | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %s | %s | %.1f / %.1f ms | %s |\n", r.Source, r.Mode, r.Faults,
+			r.Client.P50, r.P95, r.Client.P99, r.Client.Max, ratio(r.Client.P50, p.Client.P50), ratio(r.Client.P99, p.Client.P99),
+			r.Detected.P50, r.Detected.P99, note)
+	}
+	b.WriteString("\n")
+}
+
+// detected matches each injection with the first down transition of the
+// lane's cluster after it, for the sidecar's observed_at.
+func (l *lane) detected(cluster string, evs []demo.Event) {
+	for _, t0 := range l.res.injected {
+		var best *demo.Event
+		for i, e := range evs {
+			if e.Cluster == cluster && e.To == "down" && !e.AppliedAt.Before(t0) && (best == nil || e.AppliedAt.Before(best.AppliedAt)) {
+				best = &evs[i]
+			}
+		}
+		if best != nil && !best.ObservedAt.IsZero() {
+			l.res.detRaw = append(l.res.detRaw, ms(best.ObservedAt.Sub(t0)))
+		}
+	}
+}

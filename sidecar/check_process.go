@@ -1,0 +1,169 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// ProcessSpec: a daemon is running, found by its pidfile or by its program
+// name (and an argument), read from procfs without forking. Its event source
+// is a pidfd (watch_process.go).
+type ProcessSpec struct {
+	procTarget `yaml:",inline"`
+
+	lastPID int // where the daemon was last seen: one read instead of a scan
+}
+
+// procTarget says how to find a daemon. The ovs and crio presets use it too.
+type procTarget struct {
+	Pidfile string `yaml:"pidfile"` // a file holding the pid; with name, the process must also be named so
+	Name    string `yaml:"name"`    // program name (argv[0] base name)
+	Match   string `yaml:"match"`   // with name: an argument must contain this
+	Proc    string `yaml:"proc"`    // where procfs is mounted, default /proc
+}
+
+func (s *ProcessSpec) compile(*Check) error {
+	if s.Pidfile == "" && s.Name == "" {
+		return errors.New("pidfile or name: one is required")
+	}
+	if s.Match != "" && s.Name == "" {
+		return errors.New("match: needs name")
+	}
+	s.procTarget.defaults()
+	return nil
+}
+
+func (t *procTarget) defaults() {
+	if t.Proc == "" {
+		t.Proc = "/proc"
+	}
+}
+
+func probeProcess(ctx context.Context, c *Check) Result {
+	s := c.Process
+	pid, err := s.resolve(ctx, s.lastPID)
+	s.lastPID = pid
+	if err != nil {
+		return fail(err)
+	}
+	if s.Name == "" {
+		return pass("running as pid %d", pid)
+	}
+	return pass("%s running as pid %d", s.Name, pid)
+}
+
+// resolve finds the daemon's pid; last, when it still matches, saves a
+// scan of procfs.
+func (t *procTarget) resolve(ctx context.Context, last int) (int, error) {
+	if t.Pidfile != "" {
+		return t.fromPidfile()
+	}
+	if last > 0 && t.matches(last) == matched {
+		return last, nil
+	}
+	return t.scan(ctx)
+}
+
+func (t *procTarget) fromPidfile() (int, error) {
+	b, err := os.ReadFile(t.Pidfile)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, fmt.Errorf("not running: no pidfile %s", t.Pidfile)
+		}
+		return 0, fmt.Errorf("pidfile: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("pidfile %s: %q is not a pid", t.Pidfile, firstLine(b))
+	}
+	if t.Name != "" {
+		if t.matches(pid) != matched {
+			return 0, fmt.Errorf("%s is not running: pid %d of %s is another process", t.Name, pid, t.Pidfile)
+		}
+		return pid, nil
+	}
+	if !procAlive(t.Proc, pid) {
+		return 0, fmt.Errorf("not running: pid %d of %s is gone", pid, t.Pidfile)
+	}
+	return pid, nil
+}
+
+// procAlive says whether pid exists and is not a zombie (a killed daemon whose
+// parent has not reaped it yet is dead to us).
+func procAlive(proc string, pid int) bool {
+	b, err := os.ReadFile(filepath.Join(proc, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	state := b[i+2]
+	return state != 'Z' && state != 'X'
+}
+
+// scan returns the pid of a process named t.Name, one of whose arguments
+// contains t.Match.
+func (t *procTarget) scan(ctx context.Context) (int, error) {
+	entries, err := os.ReadDir(t.Proc)
+	if err != nil {
+		return 0, err
+	}
+	sawName := false
+	for _, e := range entries {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || !e.IsDir() {
+			continue
+		}
+		switch t.matches(pid) {
+		case matched:
+			return pid, nil
+		case nameOnly:
+			sawName = true
+		}
+	}
+	if sawName {
+		return 0, fmt.Errorf("%s is running but without %s", t.Name, t.Match)
+	}
+	return 0, errors.New(t.Name + " is not running")
+}
+
+type procMatch int
+
+const (
+	noMatch  procMatch = iota
+	nameOnly           // the program, without the argument
+	matched
+)
+
+// matches reads one /proc/PID/cmdline. A process may exit between listing
+// and reading: that is no match; so is a zombie (its cmdline is empty).
+func (t *procTarget) matches(pid int) procMatch {
+	cmdline, err := os.ReadFile(filepath.Join(t.Proc, strconv.Itoa(pid), "cmdline"))
+	if err != nil || len(cmdline) == 0 {
+		return noMatch
+	}
+	args := strings.Split(string(bytes.TrimRight(cmdline, "\x00")), "\x00")
+	if filepath.Base(args[0]) != t.Name {
+		return noMatch
+	}
+	if t.Match == "" {
+		return matched
+	}
+	for _, a := range args[1:] {
+		if strings.Contains(a, t.Match) {
+			return matched
+		}
+	}
+	return nameOnly
+}
