@@ -67,7 +67,7 @@ func criEndpoint(s *PodsSpec) (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%w: no CRI socket (set pods.socket; looked for %s)", errNoEvents, strings.Join(criDefaultSockets, ", "))
+	return "", fmt.Errorf("%w: no CRI socket (set pods.socket; looked for %s)", errCannotWatch, strings.Join(criDefaultSockets, ", "))
 }
 
 // watchPods is the pods preset's event source: the runtime's
@@ -96,7 +96,7 @@ func watchPods(ctx context.Context, c *Check, wake func()) error {
 	if err != nil {
 		return err
 	}
-	backoff := newBackoff(50*time.Millisecond, 5*time.Second)
+	backoff := watchBackoff(c)
 	for {
 		w.follow(ctx, events)
 		cancel()
@@ -105,7 +105,7 @@ func watchPods(ctx context.Context, c *Check, wake func()) error {
 		}
 		wake() // the stream broke: look now
 		for {
-			if !backoff.sleep(ctx) {
+			if !backoff.wait(ctx) {
 				return nil
 			}
 			if events, cancel, err = w.open(ctx); err == nil {
@@ -164,7 +164,7 @@ func (w *criWatch) open(ctx context.Context) (<-chan criRecv, context.CancelFunc
 		}
 		cancel()
 		if errors.Is(r.err, io.EOF) {
-			return nil, nil, fmt.Errorf("%w: the runtime ended its container event stream at once (cri-o needs enable_pod_events=true)", errNoEvents)
+			return nil, nil, fmt.Errorf("%w: the runtime ended its container event stream at once (cri-o needs enable_pod_events=true)", errCannotWatch)
 		}
 		return nil, nil, fmt.Errorf("cri GetContainerEvents: %w", r.err)
 	case <-t.C:

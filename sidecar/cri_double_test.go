@@ -181,8 +181,8 @@ func TestPodsCRIWithoutEvents(t *testing.T) {
 	d.set("c1", "web", running, started, 1)
 	c := newCheck(t, "preset: pods\npods: {socket: "+d.sock+"}\ninterval: 5s")
 	err := watchPods(context.Background(), c, func() {})
-	if !errors.Is(err, errNoEvents) {
-		t.Fatalf("watch = %v, want errNoEvents", err)
+	if !errors.Is(err, errCannotWatch) {
+		t.Fatalf("watch = %v, want errCannotWatch", err)
 	}
 	expect(t, c, true, "1 containers running")
 }

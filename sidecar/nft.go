@@ -2,11 +2,9 @@ package sidecar
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/google/nftables"
 )
@@ -89,12 +87,12 @@ func nftCount(netns string) (tables, rules int, err error) {
 // library ends the subscription (a receive error closes its channel) the
 // watch subscribes again and wakes the check, which re-reads the ruleset:
 // changes missed in between are not lost.
-func watchNFT(ctx context.Context, netns string, wake func()) error {
+func watchNFT(ctx context.Context, c *Check, netns string, wake func()) error {
 	events, mon, done, err := nftSubscribe(netns)
 	if err != nil {
 		return err // cannot start: the caller polls
 	}
-	backoff := newBackoff(50*time.Millisecond, 5*time.Second)
+	backoff := watchBackoff(c)
 	for {
 		select {
 		case <-ctx.Done():
@@ -115,7 +113,7 @@ func watchNFT(ctx context.Context, netns string, wake func()) error {
 			done()
 			wake() // the subscription broke: look again now
 			for {
-				if !backoff.sleep(ctx) {
+				if !backoff.wait(ctx) {
 					return nil
 				}
 				if events, mon, done, err = nftSubscribe(netns); err == nil {
@@ -141,24 +139,3 @@ func nftSubscribe(netns string) (chan *nftables.MonitorEvents, *nftables.Monitor
 	return events, mon, done, nil
 }
 
-// backoff doubles a delay up to a cap; reset starts it over.
-type backoff struct{ min, max, cur time.Duration }
-
-func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max, cur: min} }
-
-func (b *backoff) reset() { b.cur = b.min }
-
-// sleep waits the current delay (false if ctx ended first) and doubles it.
-func (b *backoff) sleep(ctx context.Context) bool {
-	t := time.NewTimer(b.cur)
-	defer t.Stop()
-	b.cur = min(b.cur*2, b.max)
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
-var errNoEvents = errors.New("no event source")

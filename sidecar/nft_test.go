@@ -105,8 +105,8 @@ func TestIPTablesLegacyHasNoEvents(t *testing.T) {
 	testutil.Need(t, "iptables-legacy")
 	c := newCheck(t, "preset: iptables\niptables: {command: [iptables-legacy, -S]}\ninterval: 5s")
 	err := watchIPTables(context.Background(), c, func() {})
-	if !errors.Is(err, errNoEvents) {
-		t.Fatalf("watch of legacy iptables = %v, want errNoEvents (poll instead)", err)
+	if !errors.Is(err, errCannotWatch) {
+		t.Fatalf("watch of legacy iptables = %v, want errCannotWatch (poll instead)", err)
 	}
 }
 

@@ -68,9 +68,9 @@ func watchIPTables(ctx context.Context, c *Check, wake func()) error {
 	case err != nil:
 		return fmt.Errorf("iptables -V: %w", err)
 	case !strings.Contains(string(out), "nf_tables"):
-		return fmt.Errorf("%w: iptables is %s (the legacy backend has no events)", errNoEvents, strings.TrimSpace(string(out)))
+		return fmt.Errorf("%w: iptables is %s (the legacy backend has no events)", errCannotWatch, strings.TrimSpace(string(out)))
 	}
-	return watchNFT(ctx, c.IPTables.Netns, wake)
+	return watchNFT(ctx, c, c.IPTables.Netns, wake)
 }
 
 // iptablesProgram is the iptables binary the check's command runs (for

@@ -51,7 +51,7 @@ func probeNFTables(ctx context.Context, c *Check) Result {
 
 // watchNFTables wakes the check on every nftables commit in its namespace.
 func watchNFTables(ctx context.Context, c *Check, wake func()) error {
-	return watchNFT(ctx, c.NFTables.Netns, wake)
+	return watchNFT(ctx, c, c.NFTables.Netns, wake)
 }
 
 // countNFT counts tables and the rules inside chains of `nft list ruleset`.

@@ -28,9 +28,9 @@ func libvirtTarget(raw string) (sock, open string, err error) {
 	driver, transport, _ := strings.Cut(u.Scheme, "+")
 	switch {
 	case u.Host != "" || (transport != "" && transport != "unix"):
-		return "", "", fmt.Errorf("%w: libvirt uri %q is remote (events need the local daemon socket)", errNoEvents, raw)
+		return "", "", fmt.Errorf("%w: libvirt uri %q is remote (events need the local daemon socket)", errCannotWatch, raw)
 	case driver == "test" && transport == "":
-		return "", "", fmt.Errorf("%w: %q runs in the client; use test+unix:// to reach the daemon", errNoEvents, raw)
+		return "", "", fmt.Errorf("%w: %q runs in the client; use test+unix:// to reach the daemon", errCannotWatch, raw)
 	}
 	sock = u.Query().Get("socket")
 	if sock == "" {
@@ -53,7 +53,7 @@ func watchVM(ctx context.Context, c *Check, wake func()) error {
 	if err != nil {
 		return err
 	}
-	backoff := newBackoff(50*time.Millisecond, 5*time.Second)
+	backoff := watchBackoff(c)
 	for {
 		select {
 		case <-ctx.Done():
@@ -69,7 +69,7 @@ func watchVM(ctx context.Context, c *Check, wake func()) error {
 			libvirtClose(lv, nil)
 			wake() // the daemon went away: look now
 			for {
-				if !backoff.sleep(ctx) {
+				if !backoff.wait(ctx) {
 					return nil
 				}
 				if lv, events, err = libvirtSubscribe(ctx, sock, open, c.timeout); err == nil {

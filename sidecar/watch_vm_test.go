@@ -45,8 +45,8 @@ func TestVMWatchWithoutDaemon(t *testing.T) {
 		if err == nil {
 			t.Errorf("%s: the watch started; want an error so the check polls virsh", uri)
 		}
-		if uri != "test+unix:///default?socket=/nonexistent/sock" && !errors.Is(err, errNoEvents) {
-			t.Errorf("%s: %v, want errNoEvents", uri, err)
+		if uri != "test+unix:///default?socket=/nonexistent/sock" && !errors.Is(err, errCannotWatch) {
+			t.Errorf("%s: %v, want errCannotWatch", uri, err)
 		}
 	}
 }
