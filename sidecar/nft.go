@@ -138,4 +138,3 @@ func nftSubscribe(netns string) (chan *nftables.MonitorEvents, *nftables.Monitor
 	}
 	return events, mon, done, nil
 }
-
