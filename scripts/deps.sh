@@ -22,6 +22,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# libvirtd's QEMU driver will not start without its user, group and log dir,
+# which Debian's libvirt-daemon-system would create; tests start libvirtd
+# themselves, so create just those.
+getent group kvm >/dev/null || groupadd -r kvm
+getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
+id libvirt-qemu >/dev/null 2>&1 || useradd -r -g libvirt-qemu -G kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
+mkdir -p /var/log/libvirt
 # Services from these packages must not run on their own: tests start their own.
 for s in etcd haproxy libvirtd mariadb redis-server unbound named bind9 postgresql; do
   systemctl stop "$s" >/dev/null 2>&1 || service "$s" stop >/dev/null 2>&1 || true

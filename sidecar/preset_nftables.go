@@ -8,17 +8,16 @@ import (
 	"strings"
 )
 
-// NFTablesSpec: an nftables ruleset present, from `nft list ruleset` (forks
-// nft). An empty ruleset is the fault.
+// NFTablesSpec: an nftables ruleset present, read over netlink (or from a
+// command's `nft list ruleset` output, when command is set). An empty
+// ruleset is the fault.
 type NFTablesSpec struct {
-	Command  []string `yaml:"command"`   // default [nft, list, ruleset]
+	Netns    string   `yaml:"netns"`     // network namespace: a name from `ip netns` or a path; default the sidecar's
+	Command  []string `yaml:"command"`   // fork this instead of reading netlink, e.g. [nft, list, ruleset]
 	MinRules int      `yaml:"min_rules"` // rules needed inside chains; default 0: any table will do
 }
 
 func (s *NFTablesSpec) compile(*Check) error {
-	if len(s.Command) == 0 {
-		s.Command = []string{"nft", "list", "ruleset"}
-	}
 	if s.MinRules < 0 {
 		return fmt.Errorf("min_rules %d: must not be negative", s.MinRules)
 	}
@@ -27,11 +26,20 @@ func (s *NFTablesSpec) compile(*Check) error {
 
 func probeNFTables(ctx context.Context, c *Check) Result {
 	s := c.NFTables
-	out, err := presetCommand(ctx, s.Command)
-	if err != nil {
-		return Result{Err: err, Output: string(out)}
+	var out []byte
+	var tables, rules int
+	if len(s.Command) > 0 {
+		var err error
+		if out, err = presetCommand(ctx, s.Command); err != nil {
+			return Result{Err: err, Output: string(out)}
+		}
+		tables, rules = countNFT(out)
+	} else {
+		var err error
+		if tables, rules, err = nftCount(s.Netns); err != nil {
+			return fail(err)
+		}
 	}
-	tables, rules := countNFT(out)
 	switch {
 	case tables == 0:
 		return Result{Err: fmt.Errorf("nftables ruleset is empty"), Output: string(out)}
@@ -39,6 +47,11 @@ func probeNFTables(ctx context.Context, c *Check) Result {
 		return Result{Err: fmt.Errorf("%d nftables rules, want at least %d", rules, s.MinRules), Output: string(out)}
 	}
 	return pass("%d tables, %d rules", tables, rules)
+}
+
+// watchNFTables wakes the check on every nftables commit in its namespace.
+func watchNFTables(ctx context.Context, c *Check, wake func()) error {
+	return watchNFT(ctx, c, c.NFTables.Netns, wake)
 }
 
 // countNFT counts tables and the rules inside chains of `nft list ruleset`.

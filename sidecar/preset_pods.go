@@ -9,14 +9,19 @@ import (
 	"strings"
 )
 
-// PodsSpec: containers Running, read from `crictl ps -a` (forks crictl).
+// PodsSpec: containers Running, read from the runtime's CRI socket when
+// socket is set, else from `crictl ps -a` (forks crictl).
 type PodsSpec struct {
-	Command    []string `yaml:"command"`    // default [crictl, ps, -a]
+	Socket     string   `yaml:"socket"`     // CRI endpoint, e.g. /run/containerd/containerd.sock: list and watch over gRPC
+	Command    []string `yaml:"command"`    // without socket; default [crictl, ps, -a]
 	Containers []string `yaml:"containers"` // names that must be Running; empty: every container
 }
 
 func (s *PodsSpec) compile(*Check) error {
-	if len(s.Command) == 0 {
+	if s.Socket != "" && len(s.Command) > 0 {
+		return fmt.Errorf("socket and command: set one (socket reads the runtime directly)")
+	}
+	if s.Socket == "" && len(s.Command) == 0 {
 		s.Command = []string{"crictl", "ps", "-a"}
 	}
 	return nil
@@ -30,6 +35,16 @@ type container struct {
 
 func probePods(ctx context.Context, c *Check) Result {
 	s := c.Pods
+	if s.Socket != "" {
+		list, err := criContainers(ctx, s.Socket)
+		if err != nil {
+			return fail(err)
+		}
+		if err := judgeContainers(latestAttempts(list), s.Containers); err != nil {
+			return fail(err)
+		}
+		return pass("%d containers running", len(latestAttempts(list)))
+	}
 	out, err := presetCommand(ctx, s.Command)
 	if err != nil {
 		return Result{Err: err, Output: string(out)}

@@ -1,0 +1,142 @@
+package sidecar
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/google/nftables"
+)
+
+// netnsPath turns a `netns` option into a path: a bare name is one made by
+// `ip netns add` (/var/run/netns/NAME), anything with a slash is taken as is
+// (/proc/PID/ns/net). Empty means the sidecar's own namespace.
+func netnsPath(netns string) string {
+	if netns == "" || filepath.IsAbs(netns) {
+		return netns
+	}
+	return filepath.Join("/var/run/netns", netns)
+}
+
+// nftConn opens a netlink connection to nftables in the network namespace
+// netns ("" for ours). lasting keeps one socket for several requests. The
+// returned close releases the socket and the namespace handle.
+func nftConn(netns string, lasting bool) (*nftables.Conn, func(), error) {
+	var opts []nftables.ConnOption
+	var ns *os.File
+	if p := netnsPath(netns); p != "" {
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, nil, fmt.Errorf("netns %s: %w", netns, err)
+		}
+		ns = f
+		opts = append(opts, nftables.WithNetNSFd(int(f.Fd())))
+	}
+	if lasting {
+		opts = append(opts, nftables.AsLasting())
+	}
+	conn, err := nftables.New(opts...)
+	closeAll := func() {
+		if conn != nil && lasting {
+			_ = conn.CloseLasting()
+		}
+		if ns != nil {
+			_ = ns.Close()
+		}
+	}
+	if err != nil {
+		closeAll()
+		return nil, nil, fmt.Errorf("nftables netlink: %w", err)
+	}
+	return conn, closeAll, nil
+}
+
+// nftCount counts the tables of a ruleset and the rules inside its chains,
+// read over netlink (what `nft list ruleset` shows, without forking nft).
+func nftCount(netns string) (tables, rules int, err error) {
+	conn, done, err := nftConn(netns, true)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer done()
+	ts, err := conn.ListTables()
+	if err != nil {
+		return 0, 0, fmt.Errorf("list tables: %w", err)
+	}
+	chains, err := conn.ListChains()
+	if err != nil {
+		return 0, 0, fmt.Errorf("list chains: %w", err)
+	}
+	for _, ch := range chains {
+		rs, err := conn.GetRules(ch.Table, ch)
+		if err != nil {
+			return 0, 0, fmt.Errorf("rules of chain %s %s: %w", ch.Table.Name, ch.Name, err)
+		}
+		rules += len(rs)
+	}
+	return len(ts), rules, nil
+}
+
+// watchNFT is the nftables event source (also iptables' nf_tables backend):
+// the netlink NFNLGRP_NFTABLES group, one wake per committed generation, so
+// a flush of a hundred rules runs the check once. Every object kind is
+// subscribed and none filtered by the library: google/nftables v0.3.0's
+// WithMonitorObject filter delivers nothing (an operator-precedence bug), so
+// any change of the ruleset wakes the check, which decides. When the
+// library ends the subscription (a receive error closes its channel) the
+// watch subscribes again and wakes the check, which re-reads the ruleset:
+// changes missed in between are not lost.
+func watchNFT(ctx context.Context, c *Check, netns string, wake func()) error {
+	events, mon, done, err := nftSubscribe(netns)
+	if err != nil {
+		return err // cannot start: the caller polls
+	}
+	traced(c, "nftables monitor")
+	backoff := watchBackoff(c, connBackoff)
+	for {
+		select {
+		case <-ctx.Done():
+			mon.Close()
+			for range events { // let the library's goroutine finish its send and exit
+			}
+			done()
+			return nil
+		case gen, ok := <-events:
+			if ok && (gen.GeneratedBy == nil || gen.GeneratedBy.Error == nil) {
+				backoff.reset()
+				wake()
+				continue
+			}
+			mon.Close()
+			for range events {
+			}
+			done()
+			wake() // the subscription broke: look again now
+			for {
+				if !backoff.wait(ctx) {
+					return nil
+				}
+				if events, mon, done, err = nftSubscribe(netns); err == nil {
+					traced(c, "nftables monitor")
+					wake() // relist: whatever changed while unsubscribed
+					break
+				}
+			}
+		}
+	}
+}
+
+func nftSubscribe(netns string) (chan *nftables.MonitorEvents, *nftables.Monitor, func(), error) {
+	conn, done, err := nftConn(netns, false)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	mon := nftables.NewMonitor(nftables.WithMonitorEventBuffer(16))
+	events, err := conn.AddGenerationalMonitor(mon)
+	if err != nil {
+		done()
+		return nil, nil, nil, fmt.Errorf("nftables monitor: %w", err)
+	}
+	return events, mon, done, nil
+}

@@ -1,0 +1,52 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/healthswitch/healthswitch/internal/testutil"
+)
+
+func TestVMWatchLifecycle(t *testing.T) {
+	d := testutil.StartLibvirtd(t)
+	c := newCheck(t, "preset: vm\nvm: {uri: '"+d.URI+"', domains: [test]}\ninterval: 5s")
+	w := startTraced(t, watchVM, c, "libvirt events") // its connection keeps the test driver's state
+	expect(t, c, true, "1 domains running")
+
+	n := w.wakes.Load()
+	d.Virsh("destroy", "test")
+	w.after(t, n, "a lifecycle event after virsh destroy")
+	expect(t, c, false, "domain test is shut off")
+
+	n = w.wakes.Load()
+	d.Virsh("start", "test")
+	w.after(t, n, "a lifecycle event after virsh start")
+	expect(t, c, true, "1 domains running")
+
+	// The daemon restarts: the watch wakes the check when it goes and again
+	// once it has reconnected, and events flow again.
+	n = w.wakes.Load()
+	d.Kill()
+	w.after(t, n, "a wake when libvirtd went away")
+	expect(t, c, false, "virsh")
+	d.Start()
+	w.after(t, n+1, "a wake once the watch reconnected")
+	n = w.wakes.Load()
+	d.Virsh("destroy", "test")
+	w.after(t, n, "a lifecycle event after the reconnect")
+	expect(t, c, false, "domain test is shut off")
+}
+
+func TestVMWatchWithoutDaemon(t *testing.T) {
+	for _, uri := range []string{"test:///default", "qemu+ssh://node/system", "test+unix:///default?socket=/nonexistent/sock"} {
+		c := newCheck(t, "preset: vm\nvm: {uri: '"+uri+"'}\ninterval: 5s")
+		err := watchVM(context.Background(), c, func() {})
+		if err == nil {
+			t.Errorf("%s: the watch started; want an error so the check polls virsh", uri)
+		}
+		if uri != "test+unix:///default?socket=/nonexistent/sock" && !errors.Is(err, errCannotWatch) {
+			t.Errorf("%s: %v, want errCannotWatch", uri, err)
+		}
+	}
+}
