@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -38,8 +37,13 @@ func startDaemon(t testing.TB, name string, pidfile string, args ...string) *dae
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// Started by this process in a group of its own, like a command of an
+	// exec check: once an earlier test has made this process a child
+	// subreaper, the orphan sweep after every command run must spare it.
+	started.Store(d.cmd.Process.Pid, struct{}{})
 	go func() { d.cmd.Wait(); close(d.done) }()
 	t.Cleanup(func() {
+		started.Delete(d.cmd.Process.Pid)
 		if len(args) > 0 {
 			syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
 		}
@@ -88,7 +92,7 @@ func TestProcessWatch(t *testing.T) {
 			}
 			for i, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGSEGV} {
 				pid := int64(d.cmd.Process.Pid)
-				testutil.WaitFor(t, 10*time.Second, "a pidfd of the daemon", func() bool { return opened.Load() == pid })
+				testutil.WaitFor(t, 10*time.Second, "a pidfd of the daemon", func() bool { return opened.has(pid) })
 				d.kill(t, sig)
 				took := w.waitState(t, time.Second, hysteresis.Down)
 				t.Logf("%s: down after %s (%s)", sig, took, w.why())
@@ -103,18 +107,23 @@ func TestProcessWatch(t *testing.T) {
 	}
 }
 
-// recordPidfds wraps pidfd_open to remember the last pid opened, so a test
-// can wait until the event source watches the process it means.
-func recordPidfds(t testing.TB) *atomic.Int64 {
-	var last atomic.Int64
+// recordPidfds wraps pidfd_open to remember every pid opened, so a test
+// can wait for the watch to hold the daemon's (other watchers, of tests
+// that ran before, may open pidfds meanwhile).
+func recordPidfds(t testing.TB) *pidSetOpened {
+	opened := &pidSetOpened{}
 	saved := pidfdOpen
 	pidfdOpen = func(pid, flags int) (int, error) {
-		last.Store(int64(pid))
+		opened.pids.Store(int64(pid), true)
 		return saved(pid, flags)
 	}
 	t.Cleanup(func() { pidfdOpen = saved })
-	return &last
+	return opened
 }
+
+type pidSetOpened struct{ pids sync.Map }
+
+func (p *pidSetOpened) has(pid int64) bool { _, ok := p.pids.Load(pid); return ok }
 
 // TestProcessWatchFallback: a kernel without pidfds (a test double of
 // pidfd_open answering ENOSYS) leaves the check polled; it still sees the
@@ -237,7 +246,7 @@ func TestDaemonPresetsWatch(t *testing.T) {
 				t.Fatalf("state %s before the fault: %s", w.state(), w.why())
 			}
 			pid := int64(d.cmd.Process.Pid)
-			testutil.WaitFor(t, 10*time.Second, "a pidfd of the daemon", func() bool { return opened.Load() == pid })
+			testutil.WaitFor(t, 10*time.Second, "a pidfd of the daemon", func() bool { return opened.has(pid) })
 			if preset == "ovs" { // crio's probe asks systemd (here a fixture), not /proc
 				d.kill(t, syscall.SIGKILL)
 				t.Logf("daemon killed: down after %s (%s)", w.waitState(t, time.Second, hysteresis.Down), w.why())
