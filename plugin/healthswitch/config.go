@@ -45,6 +45,7 @@ type config struct {
 	tls         *tls.Config // push API over TLS when set
 	adminKeys   [][]byte    // the first signs; all verify (key rollover)
 	interval    time.Duration
+	watch       bool // hold a connection to each probe target; its close runs the probe at once
 	timeout     time.Duration
 	fall        int
 	rise        int

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/healthswitch/healthswitch/internal/hysteresis"
@@ -37,7 +39,11 @@ func (e *engine) startProbes() {
 		for _, pu := range cs.cfg.probes {
 			pt := &probeTarget{url: redact.Text(pu.raw), counter: hysteresis.New(e.cfg.fall, e.cfg.rise)}
 			cs.probes = append(cs.probes, pt)
-			go e.probeLoop(cs, pt, newProber(pu, e.cfg.timeout, e.cfg.interval))
+			kick := make(chan struct{}, 1) // one pending wake: bursts coalesce
+			go e.probeLoop(cs, pt, newProber(pu, e.cfg.timeout, e.cfg.interval), kick)
+			if e.cfg.watch {
+				go e.holdConnection(pu.dialAddr(), kick)
+			}
 		}
 	}
 }
@@ -68,10 +74,11 @@ func newProber(pu probeURL, timeout, interval time.Duration) probeFunc {
 }
 
 // probeLoop probes one target every interval, starting after a random delay
-// so that many targets do not fire together. The next attempt starts only
+// so that many targets do not fire together, and at once when kicked by its
+// held connection (watch on). The next attempt starts only
 // after the last one ended: at most one in flight. An attempt that panics
 // counts as a failure and the loop goes on.
-func (e *engine) probeLoop(cs *clusterState, pt *probeTarget, p probeFunc) {
+func (e *engine) probeLoop(cs *clusterState, pt *probeTarget, p probeFunc, kick <-chan struct{}) {
 	timer := time.NewTimer(rand.N(e.cfg.interval))
 	defer timer.Stop()
 	for {
@@ -79,6 +86,7 @@ func (e *engine) probeLoop(cs *clusterState, pt *probeTarget, p probeFunc) {
 		case <-e.done:
 			return
 		case <-timer.C:
+		case <-kick: // the held connection closed or came back: look now
 		}
 		start := time.Now()
 		e.probeOnce(cs, pt, p)
@@ -110,4 +118,76 @@ func safeProbe(ctx context.Context, p probeFunc) (err error) {
 		}
 	}()
 	return p(ctx)
+}
+
+// dialAddr is the host:port a held connection goes to.
+func (pu probeURL) dialAddr() string {
+	if _, _, err := net.SplitHostPort(pu.host); err == nil {
+		return pu.host
+	}
+	host := strings.TrimSuffix(strings.TrimPrefix(pu.host, "["), "]")
+	if pu.scheme == "https" {
+		return net.JoinHostPort(host, "443")
+	}
+	return net.JoinHostPort(host, "80")
+}
+
+// holdConnection is the probe's event source (watch on): one idle TCP
+// connection to the target, held open. When the far side closes or resets
+// it (the serving process died, the balancer went away), and when a
+// connection succeeds again after failures, it kicks the probe loop, which
+// probes at once: the probe decides, the connection only wakes it. A
+// server that closes idle connections costs an extra probe per reconnect,
+// and reconnects back off from 5 ms up to the probe interval.
+func (e *engine) holdConnection(addr string, kick chan<- struct{}) {
+	wake := func() {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	const minPause = 5 * time.Millisecond
+	pause, failing := minPause, true // the first connection wakes the probe too
+	buf := make([]byte, 512)
+	for {
+		conn, err := net.DialTimeout("tcp", addr, e.cfg.timeout)
+		if err == nil {
+			if failing {
+				wake()
+			}
+			failing = false
+			held := time.Now()
+			closed := make(chan struct{})
+			go func() {
+				select {
+				case <-e.done:
+					conn.Close()
+				case <-closed:
+				}
+			}()
+			for err == nil {
+				_, err = conn.Read(buf) // an idle server sends nothing: this waits for the close
+			}
+			close(closed)
+			conn.Close()
+			select {
+			case <-e.done:
+				return
+			default:
+			}
+			wake()
+			failing = true // and the next connection that holds wakes it again
+			if time.Since(held) > e.cfg.interval {
+				pause = minPause
+			}
+		} else {
+			failing = true
+		}
+		select {
+		case <-e.done:
+			return
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, max(e.cfg.interval, minPause))
+	}
 }

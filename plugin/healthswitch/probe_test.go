@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -40,7 +41,7 @@ func TestPanickingProbeLoopGoesOn(t *testing.T) {
 			panic("probe bug")
 		}
 		return nil
-	})
+	}, nil)
 	testutil.WaitFor(t, 5*time.Second, "down after panics", func() bool { return state(h, "east") == StateDown })
 	if why := h.status().Clusters[0].Probe.Targets[0].LastError; !strings.Contains(why, "probe panicked: probe bug") {
 		t.Errorf("last error %q", why)
@@ -117,5 +118,94 @@ func TestCombineProbes(t *testing.T) {
 	b.lastError = "refused"
 	if sig, why := combineProbes([]*probeTarget{a, b}); sig != sigDown || why != "b: refused" {
 		t.Errorf("one down: %s %s", sig, why)
+	}
+}
+
+// ingressDouble is a TCP ingress that can die: Kill closes its listener and
+// every connection it accepted, as a killed process's sockets are.
+type ingressDouble struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newIngressDouble(t *testing.T, addr string) *ingressDouble {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &ingressDouble{ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			d.mu.Lock()
+			d.conns = append(d.conns, c)
+			d.mu.Unlock()
+		}
+	}()
+	t.Cleanup(d.kill)
+	return d
+}
+
+func (d *ingressDouble) kill() {
+	d.ln.Close()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.conns {
+		c.Close()
+	}
+	d.conns = nil
+}
+
+func (d *ingressDouble) held() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.conns)
+}
+
+// With `watch on` the plugin holds a connection to each probe target: the
+// ingress dying closes it and the probe runs at once, long before its
+// interval (an hour here); the ingress coming back is seen at once too.
+func TestProbeWatchHeldConnection(t *testing.T) {
+	ing := newIngressDouble(t, "127.0.0.1:0")
+	addr := ing.ln.Addr().String()
+	h := newTestHS(t, "cluster east 192.0.2.10 {\nprobe tcp://"+addr+"\n}\ndetect probe\ninterval 1h\ntimeout 500ms\nfall 1\nrise 1\nwatch on")
+	h.engine.startBackground()
+	t.Cleanup(h.engine.stopBackground)
+	testutil.WaitFor(t, 5*time.Second, "the held connection", func() bool { return ing.held() > 0 })
+	testutil.WaitFor(t, 5*time.Second, "up", func() bool { return state(h, "east") == StateUp })
+	ing.kill()
+	killed := time.Now()
+	testutil.WaitFor(t, 2*time.Second, "down through the held connection", func() bool { return state(h, "east") == StateDown })
+	t.Logf("ingress killed: down after %s (interval 1h)", time.Since(killed).Round(time.Microsecond))
+	newIngressDouble(t, addr)
+	back := time.Now()
+	testutil.WaitFor(t, 5*time.Second, "up once a connection succeeds again", func() bool { return state(h, "east") == StateUp })
+	t.Logf("ingress back: up after %s", time.Since(back).Round(time.Microsecond))
+}
+
+func TestParseWatch(t *testing.T) {
+	if h := newTestHS(t, "cluster east 192.0.2.10\nwatch on"); !h.cfg.watch {
+		t.Error("watch on: not set")
+	}
+	if h := newTestHS(t, "cluster east 192.0.2.10"); h.cfg.watch {
+		t.Error("watch is on by default; want off")
+	}
+}
+
+func TestDialAddr(t *testing.T) {
+	for pu, want := range map[probeURL]string{
+		{scheme: "tcp", host: "192.0.2.1:443"}:     "192.0.2.1:443",
+		{scheme: "http", host: "192.0.2.1"}:        "192.0.2.1:80",
+		{scheme: "https", host: "[2001:db8::1]"}:   "[2001:db8::1]:443",
+		{scheme: "https", host: "ingress.example"}: "ingress.example:443",
+	} {
+		if got := pu.dialAddr(); got != want {
+			t.Errorf("%+v: %s, want %s", pu, got, want)
+		}
 	}
 }

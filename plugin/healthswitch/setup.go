@@ -92,6 +92,10 @@ func parseProperty(c *caddy.Controller, cfg *config) error {
 		cfg.rise, err = intArg(c, 1, 100)
 	case "interval":
 		cfg.interval, err = durationArg(c, true)
+	case "watch":
+		var v string
+		v, err = oneOf(c, "on", "off")
+		cfg.watch = v == "on"
 	case "timeout":
 		cfg.timeout, err = durationArg(c, true)
 	case "stale":
