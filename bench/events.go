@@ -318,7 +318,57 @@ func nftLane(_, mode string) (*lane, error) {
 		close:   func() { exec.Command("ip", "netns", "del", ns).Run() }}, nil
 }
 
-// vmLane: the test driver's domain "test" of a libvirtd of the lane's own
+// vmShared is the libvirtd both vm lanes use: a second libvirtd cannot run
+// beside the first (its drivers lock pid files under /run/libvirt), so each
+// lane has its own domain in this one's test driver.
+var vmShared struct {
+	sync.Mutex
+	dir   string
+	d     *testutil.Libvirtd
+	held  *libvirt.Libvirt
+	err   error
+	users int
+}
+
+// vmDaemon starts the shared libvirtd on first use, and holds a connection
+// to it: the test driver's state lasts while a connection is open, or each
+// virsh would find a fresh driver (under polling nothing else holds one).
+func vmDaemon() (*testutil.Libvirtd, error) {
+	vmShared.Lock()
+	defer vmShared.Unlock()
+	if vmShared.d == nil && vmShared.err == nil {
+		d, err := testutil.StartLibvirtdAt(vmShared.dir)
+		if err == nil {
+			held := libvirt.NewWithDialer(dialers.NewLocal(dialers.WithSocket(d.Sock)))
+			if err = held.ConnectToURI(libvirt.ConnectURI("test:///default")); err != nil {
+				d.Kill()
+			} else {
+				vmShared.d, vmShared.held = d, held
+			}
+		}
+		vmShared.err = err
+	}
+	return vmShared.d, vmShared.err
+}
+
+// vmRelease stops the shared libvirtd after its last lane.
+func vmRelease() {
+	vmShared.Lock()
+	defer vmShared.Unlock()
+	if vmShared.users--; vmShared.users > 0 {
+		return
+	}
+	if vmShared.held != nil {
+		vmShared.held.Disconnect()
+	}
+	if vmShared.d != nil {
+		vmShared.d.Kill()
+	}
+	os.RemoveAll(vmShared.dir)
+	vmShared.d, vmShared.held, vmShared.err, vmShared.dir = nil, nil, nil, ""
+}
+
+// vmLane: a domain of its own in the shared libvirtd's test driver
 // destroyed (virsh destroy); started again (virsh start).
 func vmLane(_, mode string) (*lane, error) {
 	if os.Geteuid() != 0 {
@@ -327,49 +377,45 @@ func vmLane(_, mode string) (*lane, error) {
 	if err := testutil.LibvirtdMissing(); err != nil {
 		return nil, fmt.Errorf("vm lane %s", err)
 	}
-	// Outside the bench's folder: a unix socket path has at most 107 bytes.
-	dir, err := os.MkdirTemp("", "hs-lv-bench-")
-	if err != nil {
-		return nil, err
+	vmShared.Lock()
+	if vmShared.dir == "" {
+		// Outside the bench's folder: a unix socket path has at most 107 bytes.
+		dir, err := os.MkdirTemp("", "hs-lv-bench-")
+		if err != nil {
+			vmShared.Unlock()
+			return nil, err
+		}
+		vmShared.dir = dir
 	}
-	var d *testutil.Libvirtd
-	var held *libvirt.Libvirt
-	l := &lane{source: "vm", mode: mode, fault: "virsh destroy of the domain (libvirt test driver); virsh start",
-		close: func() {
-			if held != nil {
-				held.Disconnect()
-			}
-			if d != nil {
-				d.Kill()
-			}
-			os.RemoveAll(dir)
-		}}
+	vmShared.users++
+	dir := vmShared.dir
+	vmShared.Unlock()
+	uri := "test+unix:///default?socket=" + filepath.Join(dir, "libvirt-sock")
+	dom := "bench-" + mode
 	virsh := func(args ...string) error {
-		if out, err := exec.Command("virsh", append([]string{"-c", d.URI}, args...)...).CombinedOutput(); err != nil {
+		if out, err := exec.Command("virsh", append([]string{"-c", uri}, args...)...).CombinedOutput(); err != nil {
 			return fmt.Errorf("virsh %v: %v: %s", args, err, out)
 		}
 		return nil
 	}
-	uri := "test+unix:///default?socket=" + filepath.Join(dir, "libvirt-sock")
-	l.check = fmt.Sprintf("{name: vms, vm: {uri: '%s', domains: [test]}, %s}", uri, timing(mode))
-	l.setup = func() error {
-		var err error
-		if d, err = testutil.StartLibvirtdAt(dir); err != nil {
-			return err
-		}
-		// The test driver's state lasts while a connection is open: hold
-		// one for the lane's life, or each virsh would find the domain
-		// running again (under polling nothing else holds one).
-		held = libvirt.NewWithDialer(dialers.NewLocal(dialers.WithSocket(d.Sock)))
-		if err := held.ConnectToURI(libvirt.ConnectURI("test:///default")); err != nil {
-			held = nil
-			return err
-		}
-		return nil
-	}
-	l.inject = func() error { return virsh("destroy", "test") }
-	l.restore = func() error { return virsh("start", "test") }
-	return l, nil
+	return &lane{source: "vm", mode: mode, fault: "virsh destroy of the domain (libvirt test driver); virsh start",
+		check: fmt.Sprintf("{name: vms, vm: {uri: '%s', domains: [%s]}, %s}", uri, dom, timing(mode)),
+		setup: func() error {
+			if _, err := vmDaemon(); err != nil {
+				return err
+			}
+			xml := filepath.Join(dir, dom+".xml")
+			if err := os.WriteFile(xml, fmt.Appendf(nil, "<domain type='test'><name>%s</name><memory>8192</memory><os><type>hvm</type></os></domain>", dom), 0o600); err != nil {
+				return err
+			}
+			if err := virsh("define", xml); err != nil {
+				return err
+			}
+			return virsh("start", dom)
+		},
+		inject:  func() error { return virsh("destroy", dom) },
+		restore: func() error { return virsh("start", dom) },
+		close:   vmRelease}, nil
 }
 
 // criLane: container web of a CRI runtime test double (internal/cridouble,
