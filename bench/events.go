@@ -16,6 +16,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/digitalocean/go-libvirt"
+	"github.com/digitalocean/go-libvirt/socket/dialers"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/healthswitch/healthswitch/internal/cridouble"
 	"github.com/healthswitch/healthswitch/internal/demo"
 	"github.com/healthswitch/healthswitch/internal/testutil"
 )
@@ -77,7 +82,7 @@ func (b *bencher) events(ctx context.Context) []EventsResult {
 	dir := b.subdir("events")
 	var lanes []*lane
 	for _, mode := range []string{"events", "polling"} {
-		for _, mk := range []func(string, string) (*lane, error){processLane, cgroupLane, httpLane, postgresLane} {
+		for _, mk := range []func(string, string) (*lane, error){processLane, cgroupLane, httpLane, postgresLane, nftLane, vmLane, criLane} {
 			l, err := mk(dir, mode)
 			if err != nil {
 				log.Printf("events: %v", err)
@@ -278,6 +283,174 @@ func postgresLane(_, mode string) (*lane, error) {
 		close: func() { pg.Stop("immediate"); os.RemoveAll(pgdir) }}, nil
 }
 
+// nftLane: the ruleset of a network namespace of the lane's own flushed
+// (nft flush ruleset); added back in one commit (nft -f -).
+func nftLane(_, mode string) (*lane, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("nftables lane needs root")
+	}
+	for _, prog := range []string{"ip", "nft"} {
+		if _, err := exec.LookPath(prog); err != nil {
+			return nil, fmt.Errorf("nftables lane needs %s", prog)
+		}
+	}
+	ns := fmt.Sprintf("hs-%d-bench-nft-%s", os.Getpid(), mode)
+	const ruleset = "table inet hs {\n\tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n\t\ttcp dport 22 accept\n\t}\n}\n"
+	nft := func(stdin string, args ...string) error {
+		c := exec.Command("ip", append([]string{"netns", "exec", ns, "nft"}, args...)...)
+		c.Stdin = strings.NewReader(stdin)
+		if out, err := c.CombinedOutput(); err != nil {
+			return fmt.Errorf("nft %v: %v: %s", args, err, out)
+		}
+		return nil
+	}
+	restore := func() error { return nft(ruleset, "-f", "-") }
+	return &lane{source: "nftables", mode: mode, fault: "nft flush ruleset in the lane's netns; the table, chain and rule added back in one commit (nft -f -)",
+		check: fmt.Sprintf("{name: rules, nftables: {netns: %s, min_rules: 1}, %s}", ns, timing(mode)),
+		setup: func() error {
+			if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+				return fmt.Errorf("ip netns add: %v: %s", err, out)
+			}
+			return restore()
+		},
+		inject:  func() error { return nft("", "flush", "ruleset") },
+		restore: restore,
+		close:   func() { exec.Command("ip", "netns", "del", ns).Run() }}, nil
+}
+
+// vmShared is the libvirtd both vm lanes use: a second libvirtd cannot run
+// beside the first (its drivers lock pid files under /run/libvirt), so each
+// lane has its own domain in this one's test driver.
+var vmShared struct {
+	sync.Mutex
+	dir   string
+	d     *testutil.Libvirtd
+	held  *libvirt.Libvirt
+	err   error
+	users int
+}
+
+// vmDaemon starts the shared libvirtd on first use, and holds a connection
+// to it: the test driver's state lasts while a connection is open, or each
+// virsh would find a fresh driver (under polling nothing else holds one).
+func vmDaemon() (*testutil.Libvirtd, error) {
+	vmShared.Lock()
+	defer vmShared.Unlock()
+	if vmShared.d == nil && vmShared.err == nil {
+		d, err := testutil.StartLibvirtdAt(vmShared.dir)
+		if err == nil {
+			held := libvirt.NewWithDialer(dialers.NewLocal(dialers.WithSocket(d.Sock)))
+			if err = held.ConnectToURI(libvirt.ConnectURI("test:///default")); err != nil {
+				d.Kill()
+			} else {
+				vmShared.d, vmShared.held = d, held
+			}
+		}
+		vmShared.err = err
+	}
+	return vmShared.d, vmShared.err
+}
+
+// vmRelease stops the shared libvirtd after its last lane.
+func vmRelease() {
+	vmShared.Lock()
+	defer vmShared.Unlock()
+	if vmShared.users--; vmShared.users > 0 {
+		return
+	}
+	if vmShared.held != nil {
+		vmShared.held.Disconnect()
+	}
+	if vmShared.d != nil {
+		vmShared.d.Kill()
+	}
+	os.RemoveAll(vmShared.dir)
+	vmShared.d, vmShared.held, vmShared.err, vmShared.dir = nil, nil, nil, ""
+}
+
+// vmLane: a domain of its own in the shared libvirtd's test driver
+// destroyed (virsh destroy); started again (virsh start).
+func vmLane(_, mode string) (*lane, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("vm lane needs root")
+	}
+	if err := testutil.LibvirtdMissing(); err != nil {
+		return nil, fmt.Errorf("vm lane %s", err)
+	}
+	vmShared.Lock()
+	if vmShared.dir == "" {
+		// Outside the bench's folder: a unix socket path has at most 107 bytes.
+		dir, err := os.MkdirTemp("", "hs-lv-bench-")
+		if err != nil {
+			vmShared.Unlock()
+			return nil, err
+		}
+		vmShared.dir = dir
+	}
+	vmShared.users++
+	dir := vmShared.dir
+	vmShared.Unlock()
+	uri := "test+unix:///default?socket=" + filepath.Join(dir, "libvirt-sock")
+	dom := "bench-" + mode
+	virsh := func(args ...string) error {
+		if out, err := exec.Command("virsh", append([]string{"-c", uri}, args...)...).CombinedOutput(); err != nil {
+			return fmt.Errorf("virsh %v: %v: %s", args, err, out)
+		}
+		return nil
+	}
+	return &lane{source: "vm", mode: mode, fault: "virsh destroy of the domain (libvirt test driver); virsh start",
+		check: fmt.Sprintf("{name: vms, vm: {uri: '%s', domains: [%s]}, %s}", uri, dom, timing(mode)),
+		setup: func() error {
+			if _, err := vmDaemon(); err != nil {
+				return err
+			}
+			xml := filepath.Join(dir, dom+".xml")
+			if err := os.WriteFile(xml, fmt.Appendf(nil, "<domain type='test'><name>%s</name><memory>8192</memory><os><type>hvm</type></os></domain>", dom), 0o600); err != nil {
+				return err
+			}
+			if err := virsh("define", xml); err != nil {
+				return err
+			}
+			return virsh("start", dom)
+		},
+		inject:  func() error { return virsh("destroy", dom) },
+		restore: func() error { return virsh("start", dom) },
+		close:   vmRelease}, nil
+}
+
+// criLane: container web of a CRI runtime test double (internal/cridouble,
+// the real RuntimeService protocol on a unix socket) set EXITED with a
+// CONTAINER_STOPPED event; RUNNING again with CONTAINER_STARTED.
+func criLane(_, mode string) (*lane, error) {
+	dir, err := os.MkdirTemp("", "hs-cri-bench-")
+	if err != nil {
+		return nil, err
+	}
+	sock := filepath.Join(dir, "cri.sock")
+	var d *cridouble.Runtime
+	set := func(state runtimeapi.ContainerState, typ runtimeapi.ContainerEventType) error {
+		d.Set("c1", "web", state, typ, time.Now().UnixNano())
+		return nil
+	}
+	return &lane{source: "pods", mode: mode, fault: "container web EXITED with a CONTAINER_STOPPED event (CRI test double); RUNNING with CONTAINER_STARTED",
+		check: fmt.Sprintf("{name: pods, pods: {socket: %s, containers: [web]}, %s}", sock, timing(mode)),
+		setup: func() error {
+			var err error
+			if d, err = cridouble.Start(sock); err != nil {
+				return err
+			}
+			return set(cridouble.Running, cridouble.Started)
+		},
+		inject:  func() error { return set(cridouble.Exited, cridouble.Stopped) },
+		restore: func() error { return set(cridouble.Running, cridouble.Started) },
+		close: func() {
+			if d != nil {
+				d.Close()
+			}
+			os.RemoveAll(dir)
+		}}, nil
+}
+
 func (b *bencher) eventsRun(ctx context.Context, dir string, lanes []*lane) ([]EventsResult, error) {
 	dnsPort, _ := demo.FreePort("127.0.0.1")
 	apiPort, _ := demo.FreePort("127.0.0.1")
@@ -324,7 +497,7 @@ func (b *bencher) eventsRun(ctx context.Context, dir string, lanes []*lane) ([]E
 	// One source at a time, its two modes side by side: fewer processes
 	// busy at once on a small machine, and each pair under the same load.
 	deadline := time.Now().Add(eventsBudget)
-	for _, source := range []string{"process", "cgroup", "http", "postgres"} {
+	for _, source := range []string{"process", "cgroup", "http", "postgres", "nftables", "vm", "pods"} {
 		var wg sync.WaitGroup
 		for i, l := range lanes {
 			if l.source == source {

@@ -31,6 +31,10 @@ var watchers = map[string]watchFunc{
 	"mysql":    watchMySQL,
 	"redis":    watchRedis,
 	"grpc":     watchGRPC,
+	"nftables": watchNFTables,
+	"iptables": watchIPTables,
+	"vm":       watchVM,
+	"pods":     watchPods,
 }
 
 // Values of a check's watch field.
