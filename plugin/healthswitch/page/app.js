@@ -69,7 +69,7 @@ function ageSpan(t) { return el("span", { class: "age", "data-t": t || "" }, ago
 
 // Fields the page knows; whatever else status carries is shown as is.
 const CLUSTER_KNOWN = new Set(["name", "state", "since", "reason", "drained", "sidecar", "probe", "notify"]);
-const NAME_KNOWN = new Set(["name", "a", "aaaa", "weights", "all_down"]);
+const NAME_KNOWN = new Set(["name", "a", "aaaa", "weights", "all_down", "level"]);
 function extras(obj, known) {
   const out = [];
   for (const [k, v] of Object.entries(obj)) {
@@ -122,10 +122,12 @@ function renderCluster(c) {
 function renderName(n) {
   const addrs = [...(n.a || []), ...(n.aaaa || [])];
   const avail = [];
-  if (n.all_down) avail.push(el("div", { class: "alldown" }, "no cluster up: all_down " + ((status && status.all_down) || "")));
+  const lv = n.level || (status ? { policy: status.policy, all_down: status.all_down } : {});
+  if (n.all_down) avail.push(el("div", { class: "alldown" }, "no cluster up: all_down " + (lv.all_down || "")));
   if (n.weights) avail.push(el("div", { class: "sub" }, Object.entries(n.weights).map(([c, w]) => c + " " + Math.round(w * 100) + "%").join(" · ")));
   for (const [k, v] of extras(n, NAME_KNOWN)) avail.push(el("div", {}, k + ": " + v));
-  if (!avail.length && status) avail.push(el("span", { class: "sub" }, "policy " + status.policy + " · all_down " + status.all_down));
+  avail.push(el("span", { class: "sub" }, ["policy " + lv.policy, "all_down " + lv.all_down,
+    lv.ttl !== undefined ? "ttl " + lv.ttl : "", lv.slow_start && lv.slow_start !== "0s" ? "slow_start " + lv.slow_start : ""].filter(Boolean).join(" · ")));
   return el("tr", { "data-name": n.name },
     el("td", { class: "mono" }, n.name),
     el("td", { class: "answers" }, addrs.length ? addrs.map(a => el("span", { class: "addr mono" }, a)) : el("span", { class: "sub" }, "no address")),
