@@ -74,7 +74,7 @@ func TestExecTimeoutKillsGroup(t *testing.T) {
 			if err != nil {
 				t.Fatalf("no grandchild pid in output %q", r.Output)
 			}
-			eventually(t, 2*time.Second, "grandchild "+strconv.Itoa(pid)+" gone", func() bool { return !alive(pid) })
+			testutil.WaitFor(t, 2*time.Second, "grandchild "+strconv.Itoa(pid)+" gone", func() bool { return !alive(pid) })
 		})
 	}
 }

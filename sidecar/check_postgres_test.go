@@ -6,8 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/healthswitch/healthswitch/internal/testutil"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/healthswitch/healthswitch/internal/testutil"
 )
 
 func TestPostgresCheck(t *testing.T) {
@@ -46,7 +47,7 @@ func TestPostgresCheck(t *testing.T) {
 			conn.Close(ctx)
 		}
 		// Backends take a moment to exit after their client leaves.
-		eventually(t, 5*time.Second, "connections released", func() bool { return c.Run(ctx).Healthy })
+		testutil.WaitFor(t, 5*time.Second, "connections released", func() bool { return c.Run(ctx).Healthy })
 	})
 
 	// Filled up to the slots applications may use, the server refuses an

@@ -18,9 +18,10 @@ import (
 	"strings"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/healthswitch/healthswitch/internal/redact"
 	"github.com/healthswitch/healthswitch/report"
-	"gopkg.in/yaml.v3"
 )
 
 // Defaults of the top-level fields.

@@ -3,9 +3,12 @@ package sidecar
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/healthswitch/healthswitch/internal/testutil"
 
 	"github.com/healthswitch/healthswitch/internal/cridouble"
 )
@@ -71,13 +74,7 @@ func TestPodsCRIEvents(t *testing.T) {
 
 func waitStreams(t *testing.T, d *cridouble.Runtime, n int) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for d.StreamCount() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d event streams open, want %d", d.StreamCount(), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.WaitFor(t, 2*time.Second, fmt.Sprintf("%d event streams open", n), func() bool { return d.StreamCount() == n })
 }
 
 // A runtime that ends the event stream at once (cri-o without

@@ -133,7 +133,7 @@ func TestOVSPresetRealProc(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Signal(syscall.SIGKILL); cmd.Wait() }()
-	eventually(t, 2*time.Second, "ovs check passes", func() bool { return c.Run(t.Context()).Healthy })
+	testutil.WaitFor(t, 2*time.Second, "ovs check passes", func() bool { return c.Run(t.Context()).Healthy })
 }
 
 func TestVMPreset(t *testing.T) {

@@ -13,8 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/healthswitch/healthswitch/report"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/healthswitch/healthswitch/report"
 )
 
 // stopBound is how long stopping (on SIGTERM or reload) may wait for checks

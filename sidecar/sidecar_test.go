@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/healthswitch/healthswitch/internal/testutil"
+
 	"github.com/healthswitch/healthswitch/report"
 )
 
@@ -139,7 +141,7 @@ func startSidecar(t testing.TB, cfg *Config) (*Sidecar, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	eventually(t, 2*time.Second, "status server bound", func() bool { return s.Addr() != nil })
+	testutil.WaitFor(t, 2*time.Second, "status server bound", func() bool { return s.Addr() != nil })
 	stopped := false
 	stop := func() {
 		if stopped {
@@ -204,7 +206,7 @@ checks:
 
 	// Heartbeats: reports keep coming with nothing changing.
 	n := len(a.all())
-	eventually(t, time.Second, "two heartbeats", func() bool { return len(a.all()) >= n+2 })
+	testutil.WaitFor(t, time.Second, "two heartbeats", func() bool { return len(a.all()) >= n+2 })
 
 	for _, rc := range []*receiver{a, b} {
 		if rc.bad.Load() != 0 {
@@ -245,10 +247,10 @@ checks: [{name: web, http: {url: `+web.URL+`}}]
 	}
 
 	// The failing target retried and saw newer reports superseding old ones.
-	eventually(t, 2*time.Second, "retries counted", func() bool {
+	testutil.WaitFor(t, 2*time.Second, "retries counted", func() bool {
 		return metricValue(t, s, `healthswitch_sidecar_pushes_total{result="server_error",target="`+failing.URL+`/v1/report"}`) >= 3
 	})
-	eventually(t, 2*time.Second, "superseded reports counted for the hung target", func() bool {
+	testutil.WaitFor(t, 2*time.Second, "superseded reports counted for the hung target", func() bool {
 		return metricValue(t, s, `healthswitch_sidecar_pushes_superseded_total{target="`+dead.URL+`/v1/report"}`) >= 1
 	})
 
@@ -279,7 +281,7 @@ checks: [{name: self, exec: {command: ["true"]}}]
 		return metricValue(t, s, `healthswitch_sidecar_reports_total{reason="test"}`) +
 			metricValue(t, s, `healthswitch_sidecar_reports_total{reason="change"}`)
 	}
-	eventually(t, time.Second, "a conflict", func() bool { return metricValue(t, s, target) >= 1 })
+	testutil.WaitFor(t, time.Second, "a conflict", func() bool { return metricValue(t, s, target) >= 1 })
 	time.Sleep(200 * time.Millisecond) // long enough for several retries, were there any
 	if v, n := metricValue(t, s, target), sent(); v != n {
 		t.Errorf("%v attempts for %v reports refused with 409, want one each", v, n)
@@ -302,7 +304,7 @@ checks:
 	s, _ := startSidecar(t, cfg)
 	base := "http://" + s.Addr().String()
 	rc.waitFor(t, 2*time.Second, "unhealthy", func(r report.Report) bool { return !r.Healthy })
-	eventually(t, 2*time.Second, "every check run", func() bool { return s.Status().Checks[1].Runs > 0 })
+	testutil.WaitFor(t, 2*time.Second, "every check run", func() bool { return s.Status().Checks[1].Runs > 0 })
 
 	if body := get(t, base+"/healthz"); body != "ok\n" {
 		t.Errorf("/healthz = %q", body)

@@ -14,9 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/healthswitch/healthswitch/internal/hysteresis"
 	"github.com/healthswitch/healthswitch/internal/testutil"
-	"golang.org/x/sys/unix"
 )
 
 // serverEnv makes the test binary a server process (TestMain): an HTTP

@@ -11,9 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/healthswitch/healthswitch/internal/hysteresis"
 	"github.com/healthswitch/healthswitch/internal/testutil"
-	"golang.org/x/sys/unix"
 )
 
 // daemon is a stand-in daemon: sleep under a unique argv[0], started by the

@@ -10,9 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/healthswitch/healthswitch/internal/hysteresis"
 	"github.com/healthswitch/healthswitch/internal/testutil"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // watched runs c the way the sidecar does (loop, event source, polling),

@@ -18,6 +18,7 @@ import (
 	_ "github.com/coredns/coredns/plugin/ready"
 	_ "github.com/coredns/coredns/plugin/reload"
 	_ "github.com/coredns/coredns/plugin/whoami"
+
 	_ "github.com/healthswitch/healthswitch/plugin/healthswitch"
 )
 

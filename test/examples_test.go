@@ -33,6 +33,7 @@ import (
 	_ "github.com/coredns/coredns/plugin/metrics"
 	_ "github.com/coredns/coredns/plugin/ready"
 	_ "github.com/coredns/coredns/plugin/reload"
+
 	_ "github.com/healthswitch/healthswitch/plugin/healthswitch"
 )
 

@@ -2,10 +2,7 @@ package test
 
 import (
 	"fmt"
-	"github.com/healthswitch/healthswitch/internal/cridouble"
-	"github.com/healthswitch/healthswitch/internal/testutil"
 	"io"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +14,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/healthswitch/healthswitch/internal/cridouble"
+	"github.com/healthswitch/healthswitch/internal/testutil"
 )
 
 // BenchmarkSidecarWatchedIdle runs two built sidecars side by side over the

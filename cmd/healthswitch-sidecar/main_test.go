@@ -214,17 +214,6 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func statusChecks(addr string) int {
 	resp, err := http.Get("http://" + addr + "/status")
 	if err != nil {
@@ -258,13 +247,13 @@ func TestRunReloadStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	waitUntil(t, 5*time.Second, "status shows 1 check", func() bool { return statusChecks(addr) == 1 })
+	testutil.WaitFor(t, 5*time.Second, "status shows 1 check", func() bool { return statusChecks(addr) == 1 })
 	reports.Wait()
 
 	// A bad config keeps the old one running, and the log says why.
 	os.WriteFile(path, []byte(head+"  - {name: two, exec: {command: []}}\n"), 0o600)
 	cmd.Process.Signal(syscall.SIGHUP)
-	waitUntil(t, 5*time.Second, "reload failure logged", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "reload failure logged", func() bool {
 		return strings.Contains(stderr.String(), "reload failed; keeping the running config") &&
 			strings.Contains(stderr.String(), "checks[1] (two): exec: command: required")
 	})
@@ -274,7 +263,7 @@ func TestRunReloadStop(t *testing.T) {
 
 	os.WriteFile(path, []byte(head+"  - {name: two, exec: {command: [\"true\"]}}\n"), 0o600)
 	cmd.Process.Signal(syscall.SIGHUP)
-	waitUntil(t, 5*time.Second, "status shows 2 checks", func() bool { return statusChecks(addr) == 2 })
+	testutil.WaitFor(t, 5*time.Second, "status shows 2 checks", func() bool { return statusChecks(addr) == 2 })
 
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {

@@ -6,10 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/healthswitch/healthswitch/internal/sender"
-	"github.com/healthswitch/healthswitch/internal/testutil"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/healthswitch/healthswitch/internal/sender"
+	"github.com/healthswitch/healthswitch/internal/testutil"
 )
 
 func TestSenderKeys(t *testing.T) {
