@@ -61,7 +61,7 @@ func (s *HTTPSpec) compile(c *Check) (err error) {
 		// fresh TCP (and TLS) handshake each time would cost more than the check.
 		Transport: &http.Transport{
 			Proxy:               nil,
-			DialContext:         (&net.Dialer{Timeout: c.timeout}).DialContext,
+			DialContext:         hsprobe.Dial(&net.Dialer{Timeout: c.timeout}),
 			MaxIdleConns:        1,
 			MaxIdleConnsPerHost: 1,
 			IdleConnTimeout:     max(2*c.interval, 5*time.Second),

@@ -142,6 +142,12 @@ func holdConn(ctx context.Context, c *Check, wake func(), dial func(context.Cont
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		// The check's own kept-alive connections went with the server's: drop
+		// them, or the next run would fail on one (connection reset) even when
+		// the server is already back.
+		if c.HTTP != nil && c.HTTP.client != nil {
+			c.HTTP.client.CloseIdleConnections()
+		}
 		lived := time.Since(start)
 		if lived >= atOnce {
 			held, quick, pending = true, 0, true

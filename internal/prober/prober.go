@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime/debug"
+	"syscall"
 	"time"
 )
 
@@ -55,7 +56,7 @@ func NewClient(timeout, idle time.Duration, follow bool) *http.Client {
 		Timeout: timeout,
 		Transport: &http.Transport{
 			Proxy:               nil,
-			DialContext:         (&net.Dialer{Timeout: timeout}).DialContext,
+			DialContext:         Dial(&net.Dialer{Timeout: timeout}),
 			MaxIdleConns:        1,
 			MaxIdleConnsPerHost: 1,
 			IdleConnTimeout:     idle,
@@ -121,10 +122,24 @@ func HTTP(ctx context.Context, client *http.Client, r Request) (Response, error)
 	return Response{Status: resp.StatusCode, Body: body, ReadErr: rerr}, nil
 }
 
+// Dial is d.DialContext that tries once more when the connect itself was
+// reset: with SO_REUSEPORT, a connection the kernel hashed to the listener
+// of a server process that is just exiting is reset, while the process that
+// replaced it already listens on the same port. Only a reset at connect is
+// retried; a refused connection is an answer.
+func Dial(d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := d.DialContext(ctx, network, addr)
+		if errors.Is(err, syscall.ECONNRESET) && ctx.Err() == nil {
+			conn, err = d.DialContext(ctx, network, addr)
+		}
+		return conn, err
+	}
+}
+
 // TCP is healthy when a connection to addr (host:port) opens.
 func TCP(ctx context.Context, addr string) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	conn, err := Dial(&net.Dialer{})(ctx, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("tcp dial %s: %w", addr, err)
 	}
