@@ -1,6 +1,9 @@
 package healthswitch
 
 import (
+	"strconv"
+	"sync"
+
 	"github.com/coredns/coredns/plugin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -89,3 +92,31 @@ var (
 		Help: "Readers of /v1/events/stream disconnected for reading too slowly.",
 	})
 )
+
+// acceptedCounter is the reports_accepted_total child of a cluster, made on
+// its first accepted report and kept: a lookup by label values on every
+// report hashes the labels and allocates.
+func acceptedCounter(cluster string, forwarded bool) prometheus.Counter {
+	i := 0
+	if forwarded {
+		i = 1
+	}
+	acceptedChildren.mu.RLock()
+	c, ok := acceptedChildren.m[i][cluster]
+	acceptedChildren.mu.RUnlock()
+	if ok {
+		return c
+	}
+	c = reportsAccepted.WithLabelValues(cluster, strconv.FormatBool(forwarded))
+	acceptedChildren.mu.Lock()
+	acceptedChildren.m[i][cluster] = c
+	acceptedChildren.mu.Unlock()
+	return c
+}
+
+// acceptedChildren holds the children by forwarded (0: no, 1: yes) and
+// cluster. Only names of configured clusters get here, so it stays small.
+var acceptedChildren = struct {
+	mu sync.RWMutex
+	m  [2]map[string]prometheus.Counter
+}{m: [2]map[string]prometheus.Counter{{}, {}}}

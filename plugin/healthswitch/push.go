@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -99,7 +98,9 @@ func (h *HealthSwitch) ingest(ctx context.Context, body []byte, hdr http.Header,
 	// What a sidecar writes in a check's detail is shown in /v1/status,
 	// events and logs: no credential of the cluster's may travel there.
 	for i := range rep.Checks {
-		rep.Checks[i].Detail = redactText(rep.Checks[i].Detail)
+		if rep.Checks[i].Detail != "" {
+			rep.Checks[i].Detail = redactText(rep.Checks[i].Detail)
+		}
 	}
 	release, aerr := h.applySlot(ctx)
 	if aerr != nil {
@@ -110,7 +111,7 @@ func (h *HealthSwitch) ingest(ctx context.Context, body []byte, hdr http.Header,
 	if err := h.engine.applyReport(&rep, signedAt, received); err != nil {
 		return engineError(err)
 	}
-	reportsAccepted.WithLabelValues(rep.Cluster, strconv.FormatBool(forwarded)).Inc()
+	acceptedCounter(rep.Cluster, forwarded).Inc()
 	if !forwarded {
 		h.engine.forward(rep.Cluster, body, ts, sig)
 	}
