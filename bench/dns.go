@@ -92,14 +92,16 @@ func lastLines(s string, n int) string {
 	return strings.Join(l[max(0, len(l)-n):], "\n")
 }
 
-func cpus() int {
+// cpus is the number of CPUs this process may use, taken once: nproc
+// counts only the CPUs of the caller's affinity, and pinBench narrows it.
+var cpus = sync.OnceValue(func() int {
 	out, err := exec.Command("nproc").Output()
 	if err != nil {
 		return 1
 	}
 	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
 	return n
-}
+})
 
 func (b *bencher) writeKeys(dir string, n int) (map[string][]byte, error) {
 	keys := map[string][]byte{}
