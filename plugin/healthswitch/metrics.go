@@ -1,7 +1,6 @@
 package healthswitch
 
 import (
-	"strconv"
 	"sync"
 
 	"github.com/coredns/coredns/plugin"
@@ -96,27 +95,24 @@ var (
 // acceptedCounter is the reports_accepted_total child of a cluster, made on
 // its first accepted report and kept: a lookup by label values on every
 // report hashes the labels and allocates.
-func acceptedCounter(cluster string, forwarded bool) prometheus.Counter {
-	i := 0
-	if forwarded {
-		i = 1
-	}
+func acceptedCounter(cluster, forwarded string) prometheus.Counter {
+	key := [2]string{cluster, forwarded}
 	acceptedChildren.mu.RLock()
-	c, ok := acceptedChildren.m[i][cluster]
+	c, ok := acceptedChildren.m[key]
 	acceptedChildren.mu.RUnlock()
 	if ok {
 		return c
 	}
-	c = reportsAccepted.WithLabelValues(cluster, strconv.FormatBool(forwarded))
+	c = reportsAccepted.WithLabelValues(cluster, forwarded)
 	acceptedChildren.mu.Lock()
-	acceptedChildren.m[i][cluster] = c
+	acceptedChildren.m[key] = c
 	acceptedChildren.mu.Unlock()
 	return c
 }
 
-// acceptedChildren holds the children by forwarded (0: no, 1: yes) and
-// cluster. Only names of configured clusters get here, so it stays small.
+// acceptedChildren holds the children by cluster and forwarded. Only names
+// of configured clusters get here, so it stays small.
 var acceptedChildren = struct {
 	mu sync.RWMutex
-	m  [2]map[string]prometheus.Counter
-}{m: [2]map[string]prometheus.Counter{{}, {}}}
+	m  map[[2]string]prometheus.Counter
+}{m: map[[2]string]prometheus.Counter{}}

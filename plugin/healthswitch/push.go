@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -98,9 +99,7 @@ func (h *HealthSwitch) ingest(ctx context.Context, body []byte, hdr http.Header,
 	// What a sidecar writes in a check's detail is shown in /v1/status,
 	// events and logs: no credential of the cluster's may travel there.
 	for i := range rep.Checks {
-		if rep.Checks[i].Detail != "" {
-			rep.Checks[i].Detail = redactText(rep.Checks[i].Detail)
-		}
+		rep.Checks[i].Detail = redactText(rep.Checks[i].Detail)
 	}
 	release, aerr := h.applySlot(ctx)
 	if aerr != nil {
@@ -111,7 +110,7 @@ func (h *HealthSwitch) ingest(ctx context.Context, body []byte, hdr http.Header,
 	if err := h.engine.applyReport(&rep, signedAt, received); err != nil {
 		return engineError(err)
 	}
-	acceptedCounter(rep.Cluster, forwarded).Inc()
+	acceptedCounter(rep.Cluster, strconv.FormatBool(forwarded)).Inc()
 	if !forwarded {
 		h.engine.forward(rep.Cluster, body, ts, sig)
 	}
