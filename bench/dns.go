@@ -42,7 +42,9 @@ const (
 )
 
 // dnsServer is bin/coredns started with a Corefile, pinned to CPU 0 when
-// taskset is there (dnsperf gets CPU 1), as CoreDNS-NOTES measured.
+// taskset is there. dnsperf runs on CPU 0 too, and this process (the report
+// pushers) on CPU 1 while dnsperfAll runs (pinBench), so the push load is
+// the server's work alone on the measured core.
 type dnsServer struct {
 	proc *demo.Proc
 	port int
@@ -90,14 +92,16 @@ func lastLines(s string, n int) string {
 	return strings.Join(l[max(0, len(l)-n):], "\n")
 }
 
-func cpus() int {
+// cpus is the number of CPUs this process may use, taken once: nproc
+// counts only the CPUs of the caller's affinity, and pinBench narrows it.
+var cpus = sync.OnceValue(func() int {
 	out, err := exec.Command("nproc").Output()
 	if err != nil {
 		return 1
 	}
 	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
 	return n
-}
+})
 
 func (b *bencher) writeKeys(dir string, n int) (map[string][]byte, error) {
 	keys := map[string][]byte{}
@@ -131,6 +135,11 @@ func (b *bencher) dnsperfAll(ctx context.Context, notes []string) ([]DNSResult, 
 		return nil, append(notes, err.Error())
 	}
 
+	if restore, err := pinBench(); err != nil {
+		notes = append(notes, "bench process not pinned: "+err.Error())
+	} else {
+		defer restore()
+	}
 	var out []DNSResult
 	run := func(name, corefile string, port int, push bool) {
 		log.Printf("dnsperf: %s", name)
@@ -253,6 +262,30 @@ func (b *bencher) pushCost(ctx context.Context, dir string, keys map[string][]by
 
 const pushCostSeconds = 5
 
+// pinBench moves every thread of this process (the report pushers and the
+// dnsperf output readers) to CPU 1, away from the server and dnsperf on
+// CPU 0; threads the runtime starts later inherit it. restore puts back the
+// CPUs the process had. Without taskset or a second CPU it does nothing.
+func pinBench() (restore func(), err error) {
+	if _, err := exec.LookPath("taskset"); err != nil || cpus() < 2 {
+		return func() {}, nil
+	}
+	pid := strconv.Itoa(os.Getpid())
+	out, err := exec.Command("taskset", "-p", pid).Output()
+	if err != nil {
+		return nil, fmt.Errorf("taskset -p: %v", err)
+	}
+	f := strings.Fields(string(out)) // "pid N's current affinity mask: 3"
+	if len(f) == 0 {
+		return nil, fmt.Errorf("taskset -p: %q", out)
+	}
+	mask := f[len(f)-1]
+	if out, err := exec.Command("taskset", "-a", "-p", "-c", "1", pid).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("taskset -a -p -c 1: %v: %s", err, out)
+	}
+	return func() { exec.Command("taskset", "-a", "-p", mask, pid).Run() }, nil
+}
+
 func hostsCorefile(port int, hostsFile string) string {
 	return fmt.Sprintf(`svc1.net:%d svc2.net:%d {
     bind 127.0.0.1
@@ -333,7 +366,7 @@ func dnsperfCmd(port int, queries string, seconds int, verbose bool) *exec.Cmd {
 		args = append(args, "-v")
 	}
 	if _, err := exec.LookPath("taskset"); err == nil && cpus() >= 2 {
-		args = append([]string{"taskset", "-c", "1"}, args...)
+		args = append([]string{"taskset", "-c", "0"}, args...)
 	}
 	return exec.Command(args[0], args[1:]...)
 }

@@ -114,7 +114,7 @@ func main() {
 	}
 	res.Notes = append(res.Notes,
 		"p99 over about 30 faults is the second-largest or largest sample: read it as a near-worst case.",
-		"The push load and the ingest workers run in this bench process, which is not pinned: under push they take CPU from coredns (CPU 0) or dnsperf (CPU 1), so the push row is a pessimistic figure for a server whose reports come from other machines.",
+		"During the DNS section this bench process (the report pushers) is pinned to CPU 1, and coredns and dnsperf to CPU 0, so under push CPU 0 loses only what the server spends on reports; elsewhere the push load and the ingest workers run in this process, unpinned.",
 		"The failover baselines run in parallel lanes (10 and 30 clusters on one DNS server) so they fit the time budget; the healthswitch row runs 3 lanes. Parallel lanes add load on the DNS server, which can only make the baselines slower, not faster; the poll period adds up to one period (1, 10 and 20 ms) to the client figures.",
 		"Everything listens on 127.0.0.1 (app servers, sidecars, DNS, push API); every load loop is bounded by time and count.")
 	res.Elapsed = time.Since(start).Round(time.Second).String()

@@ -49,7 +49,7 @@ func markdown(r *Results) string {
 
 	if len(r.DNS) > 0 {
 		b.WriteString("## 2. DNS throughput and latency (dnsperf)\n\n")
-		fmt.Fprintf(&b, "bin/coredns pinned to CPU 0 and dnsperf to CPU 1 (taskset), 8 clients, 100 outstanding, queries `svc1.net A` and `svc2.net A`, both names answered with 127.0.0.11 and 127.0.0.12. Throughput from a %d s run; latency percentiles from a separate %d s run with per-query output (`-v`, which costs dnsperf some speed: its qps is shown too). The push load is %d signed reports/s over %d clusters, 8 of them flipping health every 10 reports (snapshot swaps during the run). %d interleaved rounds; the round with the best throughput is shown, every round's qps is in results.json.\n\n",
+		fmt.Fprintf(&b, "bin/coredns and dnsperf pinned to CPU 0, the bench process with the report pushers to CPU 1 (taskset), 8 clients, 100 outstanding, queries `svc1.net A` and `svc2.net A`, both names answered with 127.0.0.11 and 127.0.0.12. Throughput from a %d s run; latency percentiles from a separate %d s run with per-query output (`-v`, which costs dnsperf some speed: its qps is shown too). The push load is %d signed reports/s over %d clusters, 8 of them flipping health every 10 reports (snapshot swaps during the run). %d interleaved rounds; the round with the best throughput is shown, every round's qps is in results.json.\n\n",
 			dnsperfSeconds, latencySeconds, pushRate, loadClusters, dnsRounds)
 		b.WriteString("| server | qps | vs hosts | lost | p50 | p99 | p99 vs hosts | qps in -v run | reports/s accepted | RSS |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 		base := r.DNS[0]

@@ -325,13 +325,20 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
 // applySlot waits for one of the apply slots (only verified requests ask).
 // The returned func gives it back.
 func (h *HealthSwitch) applySlot(ctx context.Context) (func(), *apiError) {
+	select {
+	case h.gate.applying <- struct{}{}: // a free slot: no timer to make
+		return h.releaseSlot, nil
+	default:
+	}
 	t := time.NewTimer(applyWait)
 	defer t.Stop()
 	select {
 	case h.gate.applying <- struct{}{}:
-		return func() { <-h.gate.applying }, nil
+		return h.releaseSlot, nil
 	case <-t.C:
 	case <-ctx.Done():
 	}
 	return nil, reject(http.StatusServiceUnavailable, "busy", "no apply slot free within %s", applyWait)
 }
+
+func (h *HealthSwitch) releaseSlot() { <-h.gate.applying }

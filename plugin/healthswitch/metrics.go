@@ -1,6 +1,8 @@
 package healthswitch
 
 import (
+	"sync"
+
 	"github.com/coredns/coredns/plugin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -109,3 +111,28 @@ var (
 		Help: "Readers of /v1/events/stream disconnected for reading too slowly.",
 	})
 )
+
+// acceptedCounter is the reports_accepted_total child of a cluster, made on
+// its first accepted report and kept: a lookup by label values on every
+// report hashes the labels and allocates.
+func acceptedCounter(cluster, forwarded string) prometheus.Counter {
+	key := [2]string{cluster, forwarded}
+	acceptedChildren.mu.RLock()
+	c, ok := acceptedChildren.m[key]
+	acceptedChildren.mu.RUnlock()
+	if ok {
+		return c
+	}
+	c = reportsAccepted.WithLabelValues(cluster, forwarded)
+	acceptedChildren.mu.Lock()
+	acceptedChildren.m[key] = c
+	acceptedChildren.mu.Unlock()
+	return c
+}
+
+// acceptedChildren holds the children by cluster and forwarded. Only names
+// of configured clusters get here, so it stays small.
+var acceptedChildren = struct {
+	mu sync.RWMutex
+	m  map[[2]string]prometheus.Counter
+}{m: map[[2]string]prometheus.Counter{}}

@@ -109,7 +109,7 @@ func (h *HealthSwitch) ingest(ctx context.Context, body []byte, hdr http.Header,
 	if err := h.engine.applyReport(&rep, signedAt, received); err != nil {
 		return engineError(err)
 	}
-	reportsAccepted.WithLabelValues(rep.Cluster, strconv.FormatBool(forwarded)).Inc()
+	acceptedCounter(rep.Cluster, strconv.FormatBool(forwarded)).Inc()
 	if !forwarded {
 		h.engine.forward(rep.Cluster, body, ts, sig)
 	}

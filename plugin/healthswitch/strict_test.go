@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -121,5 +122,49 @@ func TestOperatorRequestsApplyOnce(t *testing.T) {
 	ts3, sig3 := report.Sign(adminKey, signed.Add(time.Millisecond), undrain)
 	if code := send("/v1/clusters/east/undrain", undrain, ts3, sig3); code != 200 {
 		t.Errorf("undrain signed after: %d", code)
+	}
+}
+
+// The one-pass way and the token by token way agree on every body: the
+// same error text (or none) and the same report.
+func FuzzDecodeStrictFastSlow(f *testing.F) {
+	good := `{"version":1,"cluster":"east","boot_id":"b","sequence":1,"sent_at":"2026-01-01T00:00:00Z","healthy":true,"interval_ms":1,"checks":[{"name":"a","kind":"http","healthy":false,"critical":true,"observed_at":"2026-01-01T00:00:00Z","duration_ms":1.5,"detail":"x \u003c \"y\""}]}`
+	for _, s := range []string{
+		good, good + " \n", good + "x", good + "{}",
+		strings.Replace(good, `"healthy"`, `"Healthy"`, 1),
+		strings.Replace(good, `"name"`, `"\u006eame"`, 1),
+		strings.Replace(good, `"kind"`, `"cluster"`, 1),
+		strings.Replace(good, `"cluster":"east"`, `"cluster":"east","cluster":"east"`, 1),
+		strings.Replace(good, `"sequence":1`, `"sequence":tru`, 1),
+		strings.Replace(good, `"sequence":1`, `"sequence":"1"`, 1),
+		strings.Replace(good, `"sent_at":"2026-01-01T00:00:00Z"`, `"sent_at":{"x":1}`, 1),
+		`{}`, `[]`, ``, ` `, `{"version":1`, `{"checks":[[{"name":"a"}]]}`, `null`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var fast, slow report.Report
+		errFast, errSlow := decodeStrict(data, &fast), decodeStrictSlow(data, &slow)
+		if (errFast == nil) != (errSlow == nil) || errFast != nil && errFast.Error() != errSlow.Error() {
+			t.Fatalf("%q: one pass %v, token by token %v", data, errFast, errSlow)
+		}
+		if errFast == nil && !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("%q: one pass %+v, token by token %+v", data, fast, slow)
+		}
+	})
+}
+
+// What a sidecar sends takes the one-pass way (else the fuzz test above
+// compares the slow way with itself).
+func TestDecodeStrictPlainBodyIsOnePass(t *testing.T) {
+	b := body(t, "east", "b1", 1, false)
+	s := strictScan{data: b}
+	if !s.value(keyNodeOf(reflect.TypeFor[*report.Report]()), 0) || !s.end() {
+		t.Fatalf("the scan refused %s", b)
+	}
+	for _, bad := range []string{strings.Replace(string(b), `"healthy"`, `"Healthy"`, 1), string(b) + "{}"} {
+		if s := (strictScan{data: []byte(bad)}); s.value(keyNodeOf(reflect.TypeFor[*report.Report]()), 0) && s.end() {
+			t.Errorf("the scan passed %s", bad)
+		}
 	}
 }
