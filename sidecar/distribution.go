@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -262,24 +261,12 @@ func okOrError(ok bool) string {
 	return "error"
 }
 
-// notificationFields are the only keys a notification may have, spelt
-// exactly so (encoding/json alone would take "Action" for "action").
-var notificationFields = map[string]bool{"version": true, "cluster": true, "action": true, "reason": true, "epoch": true, "at": true}
-
 // decodeNotification parses a notify body strictly: one JSON object, known
 // keys only, none twice, the right version and action, and a time.
 func decodeNotification(body []byte) (report.Notification, error) {
 	var n report.Notification
-	if err := checkKeys(body); err != nil {
+	if err := report.DecodeStrict(body, &n); err != nil {
 		return n, err
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&n); err != nil {
-		return n, err
-	}
-	if dec.More() {
-		return n, errors.New("trailing data after the JSON object")
 	}
 	switch {
 	case n.Version != report.Version:
@@ -292,38 +279,6 @@ func decodeNotification(body []byte) (report.Notification, error) {
 		return n, errors.New("at is missing")
 	}
 	return n, nil
-}
-
-// checkKeys refuses unknown and repeated keys of the top-level object.
-func checkKeys(body []byte) error {
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(body, &obj); err != nil {
-		return err
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if _, err := dec.Token(); err != nil { // {
-		return err
-	}
-	seen := map[string]bool{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		k, _ := tok.(string)
-		if !notificationFields[k] {
-			return fmt.Errorf("unknown field %q", k)
-		}
-		if seen[k] {
-			return fmt.Errorf("field %q given twice", k)
-		}
-		seen[k] = true
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -76,7 +76,7 @@ func (h *HealthSwitch) handleReport(w http.ResponseWriter, r *http.Request) {
 // accepted. Only a verified report waits for an apply slot.
 func (h *HealthSwitch) ingest(ctx context.Context, body []byte, hdr http.Header, received time.Time) *apiError {
 	var rep report.Report
-	if err := decodeStrict(body, &rep); err != nil {
+	if err := report.DecodeStrict(body, &rep); err != nil {
 		return reject(http.StatusBadRequest, "malformed", "%v: %v", report.ErrMalformed, err)
 	}
 	if err := rep.Validate(); err != nil {
@@ -197,7 +197,7 @@ func (h *HealthSwitch) applyDrain(ctx context.Context, name string, drain bool, 
 
 func checkAdminBody(body []byte, action, cluster string) (adminRequest, *apiError) {
 	var req adminRequest
-	if err := decodeStrict(body, &req); err != nil || req.Action != action || req.Cluster != cluster {
+	if err := report.DecodeStrict(body, &req); err != nil || req.Action != action || req.Cluster != cluster {
 		return req, reject(http.StatusBadRequest, "malformed",
 			`body must be exactly {"action":%q,"cluster":%q} with an optional "reason", matching the path`, action, cluster)
 	}
