@@ -117,36 +117,10 @@ func watchedTargets(tb testing.TB) ([]string, string) {
 	tb.Cleanup(recv.Close)
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
 	tb.Cleanup(web.Close)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
+	ln := serveSink(tb, "tcp", "127.0.0.1:0")
 	dir := tb.TempDir()
 	sock := filepath.Join(dir, "db.sock")
-	uln, err := net.Listen("unix", sock)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { uln.Close() })
-	go func() {
-		for {
-			c, err := uln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
+	serveSink(tb, "unix", sock)
 	name := fmt.Sprintf("hs-%d-idle", os.Getpid())
 	for _, args := range [][]string{{name, "3600"}, {"/bin/sh", "-c", "sleep 3600; :", "x", "unix:" + sock}} {
 		cmd := &exec.Cmd{Path: "/bin/sleep", Args: args}
@@ -252,20 +226,7 @@ func presetTargets(tb testing.TB) ([]string, string) {
 	socks := map[string]string{}
 	for _, d := range []string{"ovs", "crio"} {
 		sock := filepath.Join(dir, d+".sock")
-		ln, err := net.Listen("unix", sock)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() { io.Copy(io.Discard, c); c.Close() }()
-			}
-		}()
+		serveSink(tb, "unix", sock)
 		socks[d] = sock
 		cmd := &exec.Cmd{Path: "/bin/sh", Args: []string{fmt.Sprintf("hs-%d-%s", os.Getpid(), d), "-c", "sleep 3600; :", "x", "unix:" + sock}}
 		if err := cmd.Start(); err != nil {
@@ -282,4 +243,25 @@ func presetTargets(tb testing.TB) ([]string, string) {
 		fmt.Sprintf("name: crio, preset: crio, crio: {process: hs-%d-crio, socket: %s, command: [%s, running]}", os.Getpid(), socks["crio"], systemctl),
 		"name: vm, preset: vm, vm: {uri: '" + lv.URI + "', domains: [test]}",
 	}, received
+}
+
+// serveSink listens on addr and keeps every connection open, reading and
+// dropping what it sends, until the test ends: a daemon's socket.
+func serveSink(tb testing.TB, network, addr string) net.Listener {
+	tb.Helper()
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	return ln
 }
