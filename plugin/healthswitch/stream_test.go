@@ -352,7 +352,7 @@ func BenchmarkReportWithStalledReaders(b *testing.B) {
 		b.Run(fmt.Sprintf("readers=%d", readers), func(b *testing.B) {
 			key := filepath.Join(b.TempDir(), "key")
 			os.WriteFile(key, pushKey, 0o600)
-			c := caddy.NewTestController("dns", fmt.Sprintf("healthswitch {\n cluster east 192.0.2.10 {\n  key_file %s\n }\n cluster west 198.51.100.10\n stale 1h\n}", key))
+			c := caddy.NewTestController("dns", fmt.Sprintf("healthswitch {\n cluster east 192.0.2.10 {\n  key_file %s\n }\n cluster west 198.51.100.10\n stale 1h\n limits 4096 128 8\n}", key))
 			c.ServerBlockKeys = []string{"svc1.net.:53"}
 			cfg, err := parse(c)
 			if err != nil {
