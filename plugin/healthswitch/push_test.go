@@ -264,7 +264,7 @@ func TestDrainWithoutAdminKey(t *testing.T) {
 }
 
 func TestHolddown(t *testing.T) {
-	h := newPushHS(t, "holddown 300ms")
+	h := newPushHS(t, "holddown 300ms\nstale 1h") // no stale sidecar signal while held down
 	now := time.Now()
 	post(t, h, "/v1/report", body(t, "east", "b1", 1, false), pushKey, now)
 	post(t, h, "/v1/report", body(t, "east", "b1", 2, true), pushKey, now)
