@@ -12,28 +12,41 @@ import (
 )
 
 // BenchmarkDBFaultToAnswer: the real bin/coredns and sidecar, cluster east's
-// sidecar checking a MariaDB or a Redis every 100 ms (fall 1, rise 2; watch
-// off: the sidecar on this branch polls), west's a port that stays up. The
+// sidecar checking a MariaDB or a Redis, west's a port that stays up. The
 // database is killed (SIGKILL) and the DNS answer of svc1.net is read over
 // UDP every millisecond until east leaves it; then the database is restarted
-// and east must come back before the next fault. At most 30 faults per
-// database within its time budget; the count is reported.
+// and east must come back before the next fault. Each database twice in the
+// same run: watch on (its held connection wakes the check; 1 s safety poll)
+// and watch off (polled every 100 ms). At most 30 faults per lane within its
+// time budget; the count is reported.
 func BenchmarkDBFaultToAnswer(b *testing.B) {
 	if testing.Short() {
 		b.Skip("runs coredns, two sidecars, MariaDB and Redis")
 	}
+	modes := []struct{ name, timing string }{
+		{"watch", "interval: 1s, timeout: 500ms, watch: on"},
+		{"poll100ms", "interval: 100ms, timeout: 80ms, watch: off"},
+	}
 	b.Run("mariadb", func(b *testing.B) {
 		m := testutil.StartMariaDB(b, 20)
-		check := fmt.Sprintf("  - {name: db, mysql: {dsn: '%s'}}\n", m.DSN("probe"))
-		for range b.N {
-			dbFaultToAnswer(b, check, m.Stop, m.Start, 30, 60*time.Second)
+		for _, mode := range modes {
+			b.Run(mode.name, func(b *testing.B) {
+				check := fmt.Sprintf("  - {name: db, mysql: {dsn: '%s'}, %s}\n", m.DSN("probe"), mode.timing)
+				for range b.N {
+					dbFaultToAnswer(b, check, m.Stop, m.Start, 30, 60*time.Second)
+				}
+			})
 		}
 	})
 	b.Run("redis", func(b *testing.B) {
 		r := testutil.StartRedis(b)
-		check := fmt.Sprintf("  - {name: cache, redis: {address: '%s'}}\n", r.Addr)
-		for range b.N {
-			dbFaultToAnswer(b, check, r.Stop, r.Start, 30, 30*time.Second)
+		for _, mode := range modes {
+			b.Run(mode.name, func(b *testing.B) {
+				check := fmt.Sprintf("  - {name: cache, redis: {address: '%s'}, %s}\n", r.Addr, mode.timing)
+				for range b.N {
+					dbFaultToAnswer(b, check, r.Stop, r.Start, 30, 30*time.Second)
+				}
+			})
 		}
 	})
 }
