@@ -34,8 +34,8 @@ type replica struct {
 	log      *bytes.Buffer
 }
 
-// newReplica writes corefile (DNSPORT, APIPORT and METRICSPORT replaced by
-// free ports) and returns the replica, not started.
+// newReplica writes corefile (see writeCorefile) and returns the replica,
+// not started.
 func newReplica(t testing.TB, name, corefile string) *replica {
 	t.Helper()
 	return newReplicaAt(t, name, corefile, freePort(t))
@@ -44,16 +44,9 @@ func newReplica(t testing.TB, name, corefile string) *replica {
 // newReplicaAt is newReplica with the push API port chosen by the caller.
 func newReplicaAt(t testing.TB, name, corefile string, apiPort int) *replica {
 	t.Helper()
-	dnsPort, metricsPort := freePort(t), freePort(t)
-	corefile = strings.Replace(corefile, "    healthswitch {", fmt.Sprintf("    prometheus 127.0.0.1:%d\n    healthswitch {", metricsPort), 1)
-	corefile = strings.ReplaceAll(corefile, "DNSPORT", fmt.Sprint(dnsPort))
-	corefile = strings.ReplaceAll(corefile, "APIPORT", fmt.Sprint(apiPort))
-	path := filepath.Join(t.TempDir(), "Corefile")
-	if err := os.WriteFile(path, []byte(corefile), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r := &replica{t: t, name: name, corefile: path, dns: fmt.Sprintf("127.0.0.1:%d", dnsPort),
-		api: fmt.Sprintf("http://127.0.0.1:%d", apiPort), metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort), log: &bytes.Buffer{}}
+	path, dns, metrics := writeCorefile(t, corefile, apiPort)
+	r := &replica{t: t, name: name, corefile: path, dns: dns,
+		api: fmt.Sprintf("http://127.0.0.1:%d", apiPort), metrics: metrics, log: &bytes.Buffer{}}
 	t.Cleanup(func() {
 		r.kill()
 		if t.Failed() {

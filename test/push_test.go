@@ -74,19 +74,27 @@ func realCoreDNSOn(t testing.TB, corefile string, apiPort int) *realServer {
 	return startCoreDNS(t, realBinary(t, "coredns"), corefile, apiPort)
 }
 
-// startCoreDNS is realCoreDNSOn with the CoreDNS binary chosen by the caller.
-func startCoreDNS(t testing.TB, bin, corefile string, apiPort int) *realServer {
+// writeCorefile writes corefile with DNSPORT and APIPORT replaced (the DNS
+// port a free one) and a prometheus listener on a free port added before
+// healthswitch, and returns its path, the DNS address and the metrics URL.
+func writeCorefile(t testing.TB, corefile string, apiPort int) (path, dns, metrics string) {
 	t.Helper()
 	dnsPort, metricsPort := freePort(t), freePort(t)
 	corefile = strings.Replace(corefile, "    healthswitch {", fmt.Sprintf("    prometheus 127.0.0.1:%d\n    healthswitch {", metricsPort), 1)
 	corefile = strings.ReplaceAll(corefile, "DNSPORT", fmt.Sprint(dnsPort))
 	corefile = strings.ReplaceAll(corefile, "APIPORT", fmt.Sprint(apiPort))
-	path := filepath.Join(t.TempDir(), "Corefile")
+	path = filepath.Join(t.TempDir(), "Corefile")
 	if err := os.WriteFile(path, []byte(corefile), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := &realServer{dns: fmt.Sprintf("127.0.0.1:%d", dnsPort), api: fmt.Sprintf("http://127.0.0.1:%d", apiPort),
-		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort), log: &bytes.Buffer{}}
+	return path, fmt.Sprintf("127.0.0.1:%d", dnsPort), fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
+}
+
+// startCoreDNS is realCoreDNSOn with the CoreDNS binary chosen by the caller.
+func startCoreDNS(t testing.TB, bin, corefile string, apiPort int) *realServer {
+	t.Helper()
+	path, dns, metrics := writeCorefile(t, corefile, apiPort)
+	s := &realServer{dns: dns, api: fmt.Sprintf("http://127.0.0.1:%d", apiPort), metrics: metrics, log: &bytes.Buffer{}}
 	s.cmd = exec.Command(bin, "-conf", path)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
