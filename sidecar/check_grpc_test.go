@@ -2,17 +2,7 @@ package sidecar
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -141,7 +131,7 @@ func TestWatchGRPCUnimplemented(t *testing.T) {
 }
 
 func TestGRPCCheckTLS(t *testing.T) {
-	cert, caFile, _ := selfSigned(t)
+	cert, caFile, _, _ := testutil.SelfSigned(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -155,33 +145,4 @@ func TestGRPCCheckTLS(t *testing.T) {
 	expect(t, newCheck(t, "grpc: {address: '"+addr+"', ca_file: '"+caFile+"'}\ninterval: 5s\ntimeout: 3s"), true, "server SERVING")
 	expect(t, newCheck(t, "grpc: {address: '"+addr+"', tls: true}\ninterval: 5s\ntimeout: 3s"), false, "certificate signed by unknown authority")
 	expect(t, newCheck(t, "grpc: {address: '"+addr+"'}\ninterval: 5s\ntimeout: 3s"), false, "Unavailable")
-}
-
-// selfSigned makes a certificate for 127.0.0.1 and writes it (also the CA
-// file: it signs itself) and its key as PEM files.
-func selfSigned(t *testing.T) (cert tls.Certificate, certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, certFile, keyFile
 }

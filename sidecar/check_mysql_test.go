@@ -193,7 +193,7 @@ func TestMySQLTLS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts MariaDB")
 	}
-	_, certFile, keyFile := selfSigned(t)
+	_, certFile, keyFile, _ := testutil.SelfSigned(t)
 	m := testutil.StartMariaDB(t, 10, "--ssl-cert="+certFile, "--ssl-key="+keyFile)
 	settle(t, newCheck(t, "mysql: {dsn: '"+m.DSN("probe")+"', ca_file: '"+certFile+"'}\ninterval: 5s\ntimeout: 3s"), "1 of 10 connections in use")
 	expect(t, newCheck(t, "mysql: {dsn: '"+m.DSN("probe")+"?tls=true'}\ninterval: 5s\ntimeout: 3s"), false, "certificate signed by unknown authority")

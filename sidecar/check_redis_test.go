@@ -189,7 +189,7 @@ func TestRedisTLS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts redis-server")
 	}
-	_, certFile, keyFile := selfSigned(t)
+	_, certFile, keyFile, _ := testutil.SelfSigned(t)
 	port := testutil.FreePort(t)
 	testutil.StartRedis(t, "--tls-port", fmt.Sprint(port), "--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-auth-clients", "no")
 	addr := fmt.Sprintf("127.0.0.1:%d", port)

@@ -125,27 +125,18 @@ func openFDs(t testing.TB) int {
 // holdingTCPServer accepts connections and keeps them open until the peer
 // closes them.
 func holdingTCPServer(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { c.Read(make([]byte, 1)); c.Close() }()
-		}
-	}()
-	return ln.Addr().String()
+	return tcpServer(t, func(c net.Conn) { c.Read(make([]byte, 1)); c.Close() })
 }
 
 // droppingTCPServer closes every connection at once: a held connection
 // cannot start against it.
 func droppingTCPServer(t testing.TB) string {
+	return tcpServer(t, func(c net.Conn) { c.Close() })
+}
+
+// tcpServer listens on a free loopback port until the test ends and hands
+// every connection to handle, each in its own goroutine.
+func tcpServer(t testing.TB, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -158,7 +149,7 @@ func droppingTCPServer(t testing.TB) string {
 			if err != nil {
 				return
 			}
-			c.Close()
+			go handle(c)
 		}
 	}()
 	return ln.Addr().String()

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/healthswitch/healthswitch/internal/corednstest"
+	"github.com/healthswitch/healthswitch/internal/testutil"
 
 	// The plugins the shipped Corefiles use.
 	_ "github.com/coredns/coredns/plugin/errors"
@@ -46,7 +47,7 @@ func localize(t *testing.T, corefile string) string {
 	s = reKeyFile.ReplaceAllString(s, "$1 "+key)
 	s = reZoneFile.ReplaceAllString(s, "$1 "+zone)
 	if reTLS.MatchString(s) {
-		cert, certKey, _ := selfSigned(t)
+		_, cert, certKey, _ := testutil.SelfSigned(t)
 		s = reTLS.ReplaceAllString(s, "$1 "+cert+" "+certKey)
 	}
 	s = reAddrLine.ReplaceAllString(s, "$1 127.0.0.1:0")

@@ -161,7 +161,7 @@ func exLocalCorefile(t *testing.T, corefile string) string {
 	if exReStoreTLS.MatchString(s) {
 		// store etcd's client certificate, key and CA: one self-signed
 		// certificate plays all three (etcd itself is unreachable here).
-		cert, key, _ := selfSigned(t)
+		_, cert, key, _ := testutil.SelfSigned(t)
 		s = exReStoreTLS.ReplaceAllString(s, "$1 "+cert+" "+key+" "+cert)
 	}
 	// lameduck would hold every stop for its whole duration.

@@ -3,7 +3,6 @@ package test
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -64,32 +63,13 @@ func TestSidecarResources(t *testing.T) {
 // sidecarResourceConfig starts the servers the checks and pushes go to and
 // writes the config; received counts the reports that arrive.
 func sidecarResourceConfig(tb testing.TB) (string, *atomic.Int64) {
-	received := new(atomic.Int64)
 	tb.Helper()
 	dir := tb.TempDir()
 	os.WriteFile(filepath.Join(dir, "k.key"), []byte("bench-key-0123456789abcdef\n"), 0o600)
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
 	tb.Cleanup(web.Close)
-	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		received.Add(1)
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	tb.Cleanup(recv.Close)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	recv, received := reportSink(tb)
+	ln := serveConns(tb, "tcp", "127.0.0.1:0", func(c net.Conn) { c.Close() })
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)

@@ -108,13 +108,7 @@ func measureIdle(tb testing.TB, bin string, checks []string, received string, wi
 // timing) and the receiver's URL.
 func watchedTargets(tb testing.TB) ([]string, string) {
 	tb.Helper()
-	var received atomic.Int64
-	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		received.Add(1)
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	tb.Cleanup(recv.Close)
+	recv, _ := reportSink(tb)
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
 	tb.Cleanup(web.Close)
 	ln := serveSink(tb, "tcp", "127.0.0.1:0")
@@ -249,6 +243,13 @@ func presetTargets(tb testing.TB) ([]string, string) {
 // dropping what it sends, until the test ends: a daemon's socket.
 func serveSink(tb testing.TB, network, addr string) net.Listener {
 	tb.Helper()
+	return serveConns(tb, network, addr, func(c net.Conn) { io.Copy(io.Discard, c); c.Close() })
+}
+
+// serveConns listens on addr until the test ends and hands every connection
+// to handle, each in its own goroutine.
+func serveConns(tb testing.TB, network, addr string, handle func(net.Conn)) net.Listener {
+	tb.Helper()
 	ln, err := net.Listen(network, addr)
 	if err != nil {
 		tb.Fatal(err)
@@ -260,8 +261,21 @@ func serveSink(tb testing.TB, network, addr string) net.Listener {
 			if err != nil {
 				return
 			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
+			go handle(c)
 		}
 	}()
 	return ln
+}
+
+// reportSink is a DNS server's push API stand-in for sidecar benchmarks:
+// it takes every report with 204 and counts them.
+func reportSink(tb testing.TB) (*httptest.Server, *atomic.Int64) {
+	received := new(atomic.Int64)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		received.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	tb.Cleanup(recv.Close)
+	return recv, received
 }
