@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bytes"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -78,19 +77,7 @@ func (l *dnsLab) startResolver(t *testing.T, name string, port int, dir string, 
 	if out, err := exec.Command("mkdir", "-p", dir).CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	var out bytes.Buffer
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("%s output:\n%s", name, out.String())
-		}
-	})
+	testutil.StartLogged(t, name, exec.Command(argv[0], argv[1:]...))
 	r := resolver{name: name, addr: fmt.Sprintf("127.0.0.1:%d", port)}
 	testutil.WaitFor(t, 20*time.Second, name+" to answer", func() bool {
 		m, err := recursiveQuery(r.addr, ".", dns.TypeSOA)

@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/healthswitch/healthswitch/internal/testutil"
 )
 
 // checkedServer is an HTTP server a sidecar checks; kill and revive it on
@@ -61,19 +62,7 @@ func startSidecarChecksOn(t testing.TB, bin, cluster, key, api, checks, listen s
 	cfg := fmt.Sprintf("cluster: %s\nkey_file: k.key\nreport_to: [%s]\nlisten: %s\nchecks:\n%s", cluster, api, listen, checks)
 	path := filepath.Join(dir, "sidecar.yaml")
 	os.WriteFile(path, []byte(cfg), 0o600)
-	var log bytes.Buffer
-	cmd := exec.Command(bin, "-config", path)
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("sidecar %s output:\n%s", cluster, log.String())
-		}
-	})
+	testutil.StartLogged(t, "sidecar "+cluster, exec.Command(bin, "-config", path))
 }
 
 // The whole path with real binaries: a sidecar checks a server every
