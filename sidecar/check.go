@@ -285,7 +285,8 @@ func (c *Check) Run(ctx context.Context) (r Result) {
 	return probers[c.kind](ctx, c)
 }
 
-// Close releases what a check keeps between runs (a database connection).
+// Close releases what a check keeps between runs (a database, libvirt or
+// netlink connection).
 func (c *Check) Close() {
 	if c.Postgres != nil {
 		c.Postgres.close()
@@ -298,6 +299,15 @@ func (c *Check) Close() {
 	}
 	if c.GRPC != nil {
 		c.GRPC.close()
+	}
+	if c.VM != nil {
+		c.VM.close()
+	}
+	if c.NFTables != nil {
+		c.NFTables.reader.close()
+	}
+	if c.IPTables != nil {
+		c.IPTables.reader.close()
 	}
 }
 

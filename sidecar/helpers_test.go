@@ -2,6 +2,9 @@ package sidecar
 
 import (
 	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -37,4 +40,32 @@ func expect(t testing.TB, c *Check, healthy bool, want string) Result {
 		t.Errorf("healthy=%v why=%q output=%q; want healthy=%v and why containing %q", r.Healthy, r.Why(), r.Output, healthy, want)
 	}
 	return r
+}
+
+// onPath runs f with PATH set to dir alone, so f can show that the code it
+// runs forks nothing (an empty dir) or forks exactly the programs linked
+// into dir.
+func onPath(t *testing.T, dir string, f func()) {
+	t.Helper()
+	path := os.Getenv("PATH")
+	os.Setenv("PATH", dir)
+	defer os.Setenv("PATH", path)
+	f()
+}
+
+// programs links each named program, found on the current PATH, into a
+// new folder under the name given: {"iptables": "iptables-nft"}.
+func programs(t *testing.T, links map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, prog := range links {
+		p, err := exec.LookPath(prog)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(p, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/google/nftables"
 )
@@ -52,30 +53,78 @@ func nftConn(netns string, lasting bool) (*nftables.Conn, func(), error) {
 	return conn, closeAll, nil
 }
 
-// nftCount counts the tables of a ruleset and the rules inside its chains,
-// read over netlink (what `nft list ruleset` shows, without forking nft).
-func nftCount(netns string) (tables, rules int, err error) {
-	conn, done, err := nftConn(netns, true)
-	if err != nil {
-		return 0, 0, err
+// nftReader reads a namespace's nftables ruleset over one netlink socket
+// kept between runs. Closing a netlink socket waits for an nftables commit
+// in progress to finish (the kernel takes the commit lock to release what
+// the socket owned), so a socket opened and closed per run would make the
+// run that a commit's event woke wait for that commit's tail: milliseconds
+// after the change was already live.
+type nftReader struct {
+	netns string
+	mu    sync.Mutex
+	conn  *nftables.Conn
+	done  func()
+}
+
+// count counts the tables of the ruleset accepted by keep (nil: all) and
+// the rules inside their chains: what `nft list ruleset` shows, without
+// forking nft. On an error the socket is dropped; the next run opens a new
+// one.
+func (r *nftReader) count(keep func(*nftables.Table) bool) (tables, rules int, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.conn == nil {
+		if r.conn, r.done, err = nftConn(r.netns, true); err != nil {
+			return 0, 0, err
+		}
 	}
-	defer done()
+	if tables, rules, err = nftCount(r.conn, keep); err != nil {
+		r.closeLocked()
+	}
+	return tables, rules, err
+}
+
+func nftCount(conn *nftables.Conn, keep func(*nftables.Table) bool) (tables, rules int, err error) {
 	ts, err := conn.ListTables()
 	if err != nil {
 		return 0, 0, fmt.Errorf("list tables: %w", err)
+	}
+	for _, t := range ts {
+		if keep == nil || keep(t) {
+			tables++
+		}
+	}
+	if tables == 0 {
+		return 0, 0, nil
 	}
 	chains, err := conn.ListChains()
 	if err != nil {
 		return 0, 0, fmt.Errorf("list chains: %w", err)
 	}
 	for _, ch := range chains {
+		if keep != nil && !keep(ch.Table) {
+			continue
+		}
 		rs, err := conn.GetRules(ch.Table, ch)
 		if err != nil {
 			return 0, 0, fmt.Errorf("rules of chain %s %s: %w", ch.Table.Name, ch.Name, err)
 		}
 		rules += len(rs)
 	}
-	return len(ts), rules, nil
+	return tables, rules, nil
+}
+
+func (r *nftReader) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closeLocked()
+}
+
+func (r *nftReader) closeLocked() {
+	if r.done != nil {
+		r.done()
+	}
+	r.conn, r.done = nil, nil
 }
 
 // watchNFT is the nftables event source (also iptables' nf_tables backend):

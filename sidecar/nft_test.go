@@ -78,6 +78,44 @@ func TestIPTablesNFTWatch(t *testing.T) {
 	expect(t, c, false, "0 iptables rules")
 }
 
+// Without a command, the iptables preset reads the filter table over
+// netlink when iptables is the nf_tables backend (asked once: no fork
+// after the first run), counting what `iptables -S` counts; with the legacy
+// backend it forks `iptables -S`.
+func TestIPTablesNativeRead(t *testing.T) {
+	testutil.Need(t, "iptables-nft", "iptables-legacy", "nsenter")
+	ns := netns(t)
+	nftBin := programs(t, map[string]string{"iptables": "iptables-nft"})
+	c := newCheck(t, "preset: iptables\niptables: {netns: "+nsName(ns)+"}\ninterval: 5s")
+	t.Cleanup(c.Close)
+	onPath(t, nftBin, func() { expect(t, c, false, "0 iptables rules, want at least 1") })
+	inNS(t, ns, "iptables-nft", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT")
+	inNS(t, ns, "iptables-nft", "-N", "mine")
+	inNS(t, ns, "iptables-nft", "-A", "mine", "-j", "DROP")
+	inNS(t, ns, "iptables-nft", "-A", "INPUT", "-j", "mine")
+	inNS(t, ns, "iptables-nft", "-t", "nat", "-A", "POSTROUTING", "-j", "MASQUERADE") // not in iptables -S
+	out, err := exec.Command(ns[0], append(ns[1:], "iptables-nft", "-S")...).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := countPrefixed(out, "-A "); n != 3 {
+		t.Fatalf("iptables-nft -S lists %d rules, want 3:\n%s", n, out)
+	}
+	onPath(t, t.TempDir(), func() { expect(t, c, true, "3 rules") })
+	inNS(t, ns, "iptables-nft", "-F")
+	onPath(t, t.TempDir(), func() { expect(t, c, false, "0 iptables rules") })
+
+	// The legacy backend keeps its rules outside nftables: forked, and the
+	// nf_tables rules beside them are not counted.
+	inNS(t, ns, "iptables-nft", "-A", "INPUT", "-j", "ACCEPT")
+	inNS(t, ns, "iptables-legacy", "-A", "INPUT", "-j", "DROP")
+	inNS(t, ns, "iptables-legacy", "-A", "INPUT", "-j", "ACCEPT")
+	t.Cleanup(func() { exec.Command(ns[0], append(ns[1:], "iptables-legacy", "-F")...).Run() })
+	legacy := newCheck(t, "preset: iptables\niptables: {netns: "+nsName(ns)+"}\ninterval: 5s")
+	t.Cleanup(legacy.Close)
+	onPath(t, programs(t, map[string]string{"iptables": "iptables-legacy", "nsenter": "nsenter"}), func() { expect(t, legacy, true, "2 rules") })
+}
+
 func TestIPTablesLegacyHasNoEvents(t *testing.T) {
 	testutil.Need(t, "iptables-legacy")
 	c := newCheck(t, "preset: iptables\niptables: {command: [iptables-legacy, -S]}\ninterval: 5s")
@@ -113,7 +151,9 @@ func TestNFTablesNativeMatchesCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	wt, wr := countNFT(out)
-	gt, gr, err := nftCount(nsName(ns))
+	r := &nftReader{netns: nsName(ns)}
+	defer r.close()
+	gt, gr, err := r.count(nil)
 	if err != nil || gt != wt || gr != wr {
 		t.Fatalf("native: %d tables %d rules (%v); nft: %d tables %d rules", gt, gr, err, wt, wr)
 	}

@@ -15,9 +15,12 @@ type NFTablesSpec struct {
 	Netns    string   `yaml:"netns"`     // network namespace: a name from `ip netns` or a path; default the sidecar's
 	Command  []string `yaml:"command"`   // fork this instead of reading netlink, e.g. [nft, list, ruleset]
 	MinRules int      `yaml:"min_rules"` // rules needed inside chains; default 0: any table will do
+
+	reader nftReader
 }
 
 func (s *NFTablesSpec) compile(*Check) error {
+	s.reader.netns = s.Netns
 	if s.MinRules < 0 {
 		return fmt.Errorf("min_rules %d: must not be negative", s.MinRules)
 	}
@@ -36,7 +39,7 @@ func probeNFTables(ctx context.Context, c *Check) Result {
 		tables, rules = countNFT(out)
 	} else {
 		var err error
-		if tables, rules, err = nftCount(s.Netns); err != nil {
+		if tables, rules, err = s.reader.count(nil); err != nil {
 			return fail(err)
 		}
 	}

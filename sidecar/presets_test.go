@@ -147,7 +147,8 @@ func TestVMPreset(t *testing.T) {
 		{"every domain", `{uri: "test:///default"}`, true, "1 domains running"},
 		{"named domain running", `{uri: "test:///default", domains: [test]}`, true, "1 domains running"},
 		{"named domain missing", `{uri: "test:///default", domains: [test, worker-2]}`, false, "domain worker-2 not found"},
-		{"bad uri", `{uri: "nosuchdriver:///x"}`, false, "virsh exited 1"},
+		{"bad uri", `{uri: "nosuchdriver:///x"}`, false, "libvirt nosuchdriver:///x via /var/run/libvirt/libvirt-sock"},
+		{"virsh", `{uri: "nosuchdriver:///x", command: [virsh, -c, "nosuchdriver:///x", list, --all]}`, false, "virsh exited 1"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

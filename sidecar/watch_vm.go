@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -35,6 +37,11 @@ func libvirtTarget(raw string) (sock, open string, err error) {
 	sock = u.Query().Get("socket")
 	if sock == "" {
 		sock = DefaultLibvirtSocket
+		// Modular daemons (virtqemud, virtlxcd…, libvirt ≥ 5.6) take a
+		// driver's URIs where they run, as libvirt's own client does.
+		if modular := filepath.Join(filepath.Dir(DefaultLibvirtSocket), "virt"+driver+"d-sock"); exists(modular) {
+			sock = modular
+		}
 	}
 	return sock, driver + "://" + u.Path, nil
 }
@@ -42,7 +49,7 @@ func libvirtTarget(raw string) (sock, open string, err error) {
 // watchVM is the vm preset's event source: libvirt domain lifecycle events
 // (started, stopped, crashed, destroyed...) from libvirtd over its unix
 // socket, through go-libvirt (pure Go). When the daemon goes away the watch
-// wakes the check (virsh then fails: down) and reconnects with backoff;
+// wakes the check (its read then fails: down) and reconnects with backoff;
 // after it reconnects it wakes the check again, which relists.
 func watchVM(ctx context.Context, c *Check, wake func()) error {
 	sock, open, err := libvirtTarget(c.VM.URI)
@@ -85,9 +92,9 @@ func watchVM(ctx context.Context, c *Check, wake func()) error {
 }
 
 func libvirtSubscribe(ctx context.Context, sock, open string, timeout time.Duration) (*libvirt.Libvirt, <-chan libvirt.DomainEventLifecycleMsg, error) {
-	lv := libvirt.NewWithDialer(dialers.NewLocal(dialers.WithSocket(sock), dialers.WithLocalTimeout(timeout)))
-	if err := lv.ConnectToURI(libvirt.ConnectURI(open)); err != nil {
-		return nil, nil, fmt.Errorf("libvirt %s via %s: %w", open, sock, err)
+	lv, err := libvirtConnect(sock, open, timeout)
+	if err != nil {
+		return nil, nil, err
 	}
 	events, err := lv.LifecycleEvents(ctx)
 	if err != nil {
@@ -95,6 +102,15 @@ func libvirtSubscribe(ctx context.Context, sock, open string, timeout time.Durat
 		return nil, nil, fmt.Errorf("libvirt lifecycle events: %w", err)
 	}
 	return lv, events, nil
+}
+
+// libvirtConnect dials the daemon socket and opens the URI through it.
+func libvirtConnect(sock, open string, timeout time.Duration) (*libvirt.Libvirt, error) {
+	lv := libvirt.NewWithDialer(dialers.NewLocal(dialers.WithSocket(sock), dialers.WithLocalTimeout(timeout)))
+	if err := lv.ConnectToURI(libvirt.ConnectURI(open)); err != nil {
+		return nil, fmt.Errorf("libvirt %s via %s: %w", open, sock, err)
+	}
+	return lv, nil
 }
 
 // libvirtClose disconnects and drains events, so go-libvirt's sender,
@@ -106,4 +122,9 @@ func libvirtClose(lv *libvirt.Libvirt, events <-chan libvirt.DomainEventLifecycl
 	}
 	for range events {
 	}
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

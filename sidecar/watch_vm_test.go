@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/healthswitch/healthswitch/internal/testutil"
 )
@@ -29,13 +30,45 @@ func TestVMWatchLifecycle(t *testing.T) {
 	n = w.wakes.Load()
 	d.Kill()
 	w.after(t, n, "a wake when libvirtd went away")
-	expect(t, c, false, "virsh")
+	expect(t, c, false, "libvirt test:///default")
 	d.Start()
 	w.after(t, n+1, "a wake once the watch reconnected")
 	n = w.wakes.Load()
 	d.Virsh("destroy", "test")
 	w.after(t, n, "a lifecycle event after the reconnect")
 	expect(t, c, false, "domain test is shut off")
+}
+
+// With a daemon socket the vm preset reads domains over it, without virsh
+// (no program on PATH at all), on one kept connection, and names states as
+// virsh does.
+func TestVMNativeRead(t *testing.T) {
+	d := testutil.StartLibvirtd(t)
+	c := newCheck(t, "preset: vm\nvm: {uri: '"+d.URI+"', domains: [test]}\ninterval: 5s")
+	t.Cleanup(c.Close) // its connection keeps the test driver's state between runs
+	withoutPath := func(f func()) { onPath(t, t.TempDir(), f) }
+	withoutPath(func() { expect(t, c, true, "1 domains running") })
+	d.Virsh("suspend", "test")
+	withoutPath(func() { expect(t, c, false, "domain test is paused") })
+	d.Virsh("resume", "test")
+	d.Virsh("destroy", "test")
+	withoutPath(func() { expect(t, c, false, "domain test is shut off") })
+	d.Virsh("start", "test")
+	withoutPath(func() { expect(t, c, true, "1 domains running") })
+
+	every := newCheck(t, "preset: vm\nvm: {uri: '"+d.URI+"'}\ninterval: 5s")
+	t.Cleanup(every.Close)
+	expect(t, every, true, "1 domains running")
+	missing := newCheck(t, "preset: vm\nvm: {uri: '"+d.URI+"', domains: [test, worker-2]}\ninterval: 5s")
+	t.Cleanup(missing.Close)
+	expect(t, missing, false, "domain worker-2 not found")
+
+	// The daemon goes away: down, naming libvirt; back: the next run
+	// connects again.
+	d.Kill()
+	expect(t, c, false, "libvirt test:///default")
+	d.Start()
+	testutil.WaitFor(t, 5*time.Second, "the check passes once libvirtd is back", func() bool { return c.Run(t.Context()).Healthy })
 }
 
 func TestVMWatchWithoutDaemon(t *testing.T) {
