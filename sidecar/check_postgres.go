@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -22,6 +23,11 @@ type PostgresSpec struct {
 	cfg  *pgx.ConnConfig
 	mu   sync.Mutex
 	conn *pgx.Conn // kept between runs: a new backend every 100 ms would load the server
+
+	// dropped says how the server ended the watch's parked connection (a
+	// FATAL 57P01 on a fast shutdown; EOF when an immediate shutdown or a
+	// crash killed the backend), until the watch parks again; nil otherwise.
+	dropped atomic.Pointer[string]
 }
 
 // connectionsQuery counts client connections only: PostgreSQL's own
@@ -69,6 +75,13 @@ func probePostgres(ctx context.Context, c *Check) Result {
 	hadConn := s.conn != nil
 	n, err := s.query(ctx)
 	if err != nil && hadConn && ctx.Err() == nil {
+		if why := s.dropped.Load(); why != nil {
+			// The server has just ended the watch's parked connection too:
+			// two backends gone at once is the server going down (or
+			// crashing), not a stale connection. A fresh try would only
+			// wait in the dying postmaster's backlog until it exits.
+			return fail(fmt.Errorf("postgres %s: the server dropped the watch's connection (%s) and the check's: %w", s.cfg.Host, *why, err))
+		}
 		// The kept connection may have died with a server restart that is
 		// already over: one fresh try before calling the database down.
 		n, err = s.query(ctx)

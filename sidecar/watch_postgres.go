@@ -20,7 +20,8 @@ import (
 // process dies; either returns the wait and wakes the check. A host that
 // vanishes silently sends nothing: polling covers that. A server that
 // refuses LISTEN (a hot standby, a transaction-pooling pgbouncer) cannot be
-// watched this way.
+// watched this way. While the parked connection is down, a failure of the
+// check's own connection is not retried on a fresh one (check_postgres.go).
 func watchPostgres(ctx context.Context, c *Check, wake func()) error {
 	cfg := c.Postgres.cfg.Copy()
 	cfg.RuntimeParams["application_name"] = "healthswitch-sidecar-watch"
@@ -50,6 +51,7 @@ func watchPostgres(ctx context.Context, c *Check, wake func()) error {
 			}
 			continue
 		}
+		c.Postgres.dropped.Store(nil)
 		traced(c, "parked connection")
 		if lost || pending {
 			wake()
@@ -62,7 +64,16 @@ func watchPostgres(ctx context.Context, c *Check, wake func()) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		_ = err // any end of the parked connection is the event; the check says why
+		// Any end of the parked connection is the event; the check says why.
+		// How it ended is kept for the check: its own connection failing
+		// at the same time is then the fault, with no reconnection to wait
+		// for.
+		why := err.Error()
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) {
+			why = pgErr.Code + " " + pgErr.Message
+		}
+		c.Postgres.dropped.Store(&why)
 		wake()
 		pending = true
 		if time.Since(start) < 10*time.Millisecond && !bo.wait(ctx) { // never spin on a server that drops us

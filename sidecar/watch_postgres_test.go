@@ -31,6 +31,9 @@ func TestPostgresWatch(t *testing.T) {
 		}
 		stopped := time.Since(start)
 		w.waitState(t, time.Second, hysteresis.Down)
+		if why := w.changedBecause(); !strings.Contains(why, "the server dropped the watch's connection") {
+			t.Errorf("down because %q: want the check's own connection failing beside the parked one, without a reconnection", why)
+		}
 		t.Logf("pg_ctl stop -m %s (took %s): down %s after the stop began (%s)", mode, stopped, time.Since(start), w.why())
 		if err := pg.Start(); err != nil {
 			t.Fatal(err)
@@ -61,4 +64,39 @@ func TestPostgresWatchFallback(t *testing.T) {
 		w := startWatched(t, newCheck(t, "postgres: {dsn: '"+dsn+"'}\ninterval: 100ms"))
 		w.expectFallback(t, "3D000")
 	})
+}
+
+// A restart that is over before the next run is no fault: the kept
+// connection died with the old server, and one fresh try finds the new one,
+// polled or watched (once the watch has parked again).
+func TestPostgresRestartOverIsNoFault(t *testing.T) {
+	if testing.Short() {
+		t.Skip("restarts PostgreSQL")
+	}
+	pg := testutil.StartPostgresServer(t, 20)
+	c := newCheck(t, "postgres: {dsn: '"+pg.DSN+"'}\ninterval: 10s\ntimeout: 2s")
+	t.Cleanup(c.Close)
+	expect(t, c, true, "connections in use")
+	for _, mode := range []string{"fast", "immediate"} {
+		if err := pg.Stop(mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := pg.Start(); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, c, true, "connections in use")
+	}
+
+	sources := traceSources(t)
+	w := startWatched(t, newCheck(t, "postgres: {dsn: '"+pg.DSN+"'}\ninterval: 10s\ntimeout: 2s\nrise: 1"))
+	testutil.WaitFor(t, 5*time.Second, "a parked connection", func() bool { return sources("parked connection") == 1 })
+	if err := pg.Stop("fast"); err != nil {
+		t.Fatal(err)
+	}
+	w.waitState(t, time.Second, hysteresis.Down)
+	if err := pg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the watch parked again", func() bool { return sources("parked connection") == 2 })
+	w.waitState(t, 3*time.Second, hysteresis.Up)
 }

@@ -22,12 +22,21 @@ import (
 type watched struct {
 	r   *runner
 	reg *prometheus.Registry
+
+	mu      sync.Mutex
+	changes []string // the reason of each debounced change, in order
 }
 
 func startWatched(t testing.TB, c *Check) *watched {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	w := &watched{r: newRunner(c, newMetrics(reg, "test"), slog.New(slog.NewTextHandler(io.Discard, nil)), func() {}), reg: reg}
+	w := &watched{reg: reg}
+	w.r = newRunner(c, newMetrics(reg, "test"), slog.New(slog.NewTextHandler(io.Discard, nil)), func() {
+		why := w.why() // onChange runs in the loop, before the next run
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.changes = append(w.changes, why)
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	w.r.once(ctx)
 	var wg sync.WaitGroup
@@ -55,6 +64,16 @@ func (w *watched) waitState(t testing.TB, within time.Duration, want hysteresis.
 	start := time.Now()
 	testutil.WaitFor(t, within, "check "+w.r.check.Name+" "+want.String()+" (last: "+w.why()+")", func() bool { return w.state() == want })
 	return time.Since(start)
+}
+
+// changedBecause is the reason of the latest debounced change.
+func (w *watched) changedBecause() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.changes) == 0 {
+		return ""
+	}
+	return w.changes[len(w.changes)-1]
 }
 
 func (w *watched) why() string {
