@@ -104,6 +104,13 @@ func HTTP(ctx context.Context, client *http.Client, r Request) (Response, error)
 		req.Header.Set(k, v)
 	}
 	resp, err := client.Do(req)
+	if errors.Is(err, syscall.ECONNRESET) && ctx.Err() == nil && (method == http.MethodGet || method == http.MethodHead) {
+		// Dial's race, one step later: the kernel completed the handshake
+		// for the listener of a server process that is just exiting, so
+		// the request is reset unread while the replacement listens on the
+		// same port. A GET or HEAD is sent once more.
+		resp, err = client.Do(req)
+	}
 	if err != nil {
 		var uerr *url.Error
 		if errors.As(err, &uerr) {

@@ -91,3 +91,61 @@ func TestTCP(t *testing.T) {
 		t.Errorf("closed port: %v", err)
 	}
 }
+
+// A GET whose connection is reset before any answer (it reached the
+// listener of a server process that was exiting) is sent once more; a
+// second reset, or a reset POST, is the answer.
+func TestHTTPResetOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var resets atomic.Int64 // connections to reset before serving
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if resets.Add(-1) >= 0 {
+				conn.(*net.TCPConn).SetLinger(0) // close sends RST
+				conn.Read(make([]byte, 512))
+				conn.Close()
+				continue
+			}
+			go http.Serve(&oneConn{conn: conn, stop: stop}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+		}
+	}()
+	url := "http://" + ln.Addr().String() + "/"
+	for _, tc := range []struct {
+		method string
+		resets int64
+		ok     bool
+	}{{"GET", 1, true}, {"HEAD", 1, true}, {"GET", 2, false}, {"POST", 1, false}} {
+		resets.Store(tc.resets)
+		resp, err := HTTP(context.Background(), NewClient(time.Second, time.Second, false), Request{Method: tc.method, URL: url})
+		if ok := err == nil && resp.Healthy(); ok != tc.ok {
+			t.Errorf("%s after %d resets: %+v %v; want healthy %v", tc.method, tc.resets, resp, err, tc.ok)
+		}
+	}
+}
+
+// oneConn is a listener that yields one connection, then waits for stop.
+type oneConn struct {
+	conn net.Conn
+	stop chan struct{}
+	done atomic.Bool
+}
+
+func (l *oneConn) Accept() (net.Conn, error) {
+	if l.done.Swap(true) {
+		<-l.stop // http.Serve keeps serving the connection it has
+		return nil, net.ErrClosed
+	}
+	return l.conn, nil
+}
+func (l *oneConn) Close() error   { return nil }
+func (l *oneConn) Addr() net.Addr { return l.conn.LocalAddr() }
