@@ -52,9 +52,10 @@ func (r *runner) inherit(old *runner) {
 	}
 }
 
-// loop runs the check every interval after a random first delay, so checks
-// started together do not run in lock step, and at once on an event of the
-// check's source (watch.go). Runs are sequential: at most one is in flight
+// loop runs the check every interval after a random first delay, so polled
+// checks started together do not run in lock step, and at once on an event
+// of the check's source (watch.go). The safety polls of watched checks fall
+// on the process's ticks instead (untilTick). Runs are sequential: at most one is in flight
 // and one pending; a slow run makes the ticker drop ticks and events
 // coalesce, nothing piles up. The event source stops with the loop.
 func (r *runner) loop(ctx context.Context) {
@@ -68,7 +69,11 @@ func (r *runner) loop(ctx context.Context) {
 		defer cancel()
 	}
 	period := r.check.interval
-	first := time.NewTimer(rand.N(period))
+	start := rand.N(period)
+	if r.check.watch {
+		start = untilTick(period, time.Now())
+	}
+	first := time.NewTimer(start)
 	defer first.Stop()
 	select {
 	case <-ctx.Done():
@@ -87,6 +92,20 @@ func (r *runner) loop(ctx context.Context) {
 		case <-r.wakes:
 		}
 	}
+}
+
+// tickOrigin is this process's origin of ticks: the safety polls of watched
+// checks and the heartbeat fall on its multiples of their periods, so that,
+// with equal periods, they wake an idle process once together rather than
+// each at its own moment (an idle Go process's cost is mostly in its
+// wakeups: each one keeps the runtime's monitor thread polling for a
+// while). Each process draws its own, so sidecars do not push in step.
+var tickOrigin = time.Now().Add(-rand.N(time.Hour))
+
+// untilTick is the time from now to the next tick of period after
+// tickOrigin.
+func untilTick(period time.Duration, now time.Time) time.Duration {
+	return period - now.Sub(tickOrigin)%period
 }
 
 // wake asks for a run at once; it never blocks.

@@ -171,7 +171,7 @@ func (g *generation) reportLoop(ctx context.Context) {
 		case <-hb.C:
 		}
 		g.pushOnce(reason)
-		hb.Reset(g.cfg.Heartbeat.Duration)
+		hb.Reset(untilTick(g.cfg.Heartbeat.Duration, time.Now())) // at most a heartbeat after this report
 	}
 }
 
