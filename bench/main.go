@@ -75,6 +75,7 @@ func main() {
 	binDir := flag.String("bin", "bin", "folder holding coredns and healthswitch-sidecar")
 	out := flag.String("out", "bench", "where results.md and results.json go")
 	only := flag.String("only", "", "comma-separated sections to run (failover,dns,ingest,sidecar,scale,events); empty: all")
+	flag.StringVar(&eventSources, "sources", "", "with events: comma-separated event sources to run (process,cgroup,http,postgres,nftables,vm,pods); empty: all")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 

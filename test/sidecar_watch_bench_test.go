@@ -232,7 +232,7 @@ func presetTargets(tb testing.TB) ([]string, string) {
 	return []string{
 		"name: pods, preset: pods, pods: {socket: " + filepath.Join(dir, "cri.sock") + "}",
 		"name: nftables, preset: nftables, nftables: {netns: " + ns + ", min_rules: 1}",
-		"name: iptables, preset: iptables, iptables: {netns: " + ns + ", command: [nsenter, --net=/var/run/netns/" + ns + ", iptables-nft, -S]}",
+		"name: iptables, preset: iptables, iptables: {netns: " + ns + "}",
 		fmt.Sprintf("name: ovs, preset: ovs, ovs: {process: hs-%d-ovs, match: 'unix:%s', socket: %s}", os.Getpid(), socks["ovs"], socks["ovs"]),
 		fmt.Sprintf("name: crio, preset: crio, crio: {process: hs-%d-crio, socket: %s, command: [%s, running]}", os.Getpid(), socks["crio"], systemctl),
 		"name: vm, preset: vm, vm: {uri: '" + lv.URI + "', domains: [test]}",
