@@ -285,8 +285,8 @@ func (c *Check) Run(ctx context.Context) (r Result) {
 	return probers[c.kind](ctx, c)
 }
 
-// Close releases what a check keeps between runs (a database, libvirt or
-// netlink connection).
+// Close releases what a check keeps between runs (a database, libvirt,
+// CRI or netlink connection).
 func (c *Check) Close() {
 	if c.Postgres != nil {
 		c.Postgres.close()
@@ -305,6 +305,9 @@ func (c *Check) Close() {
 	}
 	if c.NFTables != nil {
 		c.NFTables.reader.close()
+	}
+	if c.Pods != nil {
+		c.Pods.close()
 	}
 	if c.IPTables != nil {
 		c.IPTables.reader.close()

@@ -34,15 +34,23 @@ func criDial(endpoint string) (*grpc.ClientConn, runtimeapi.RuntimeServiceClient
 	return conn, runtimeapi.NewRuntimeServiceClient(conn), nil
 }
 
-// criContainers lists every container of the runtime, as crictl ps -a would.
-func criContainers(ctx context.Context, endpoint string) ([]container, error) {
-	conn, rt, err := criDial(endpoint)
-	if err != nil {
-		return nil, err
+// criContainers lists every container of the runtime, as crictl ps -a would,
+// over the check's kept connection. On an error the connection is dropped
+// and the next run dials again, rather than waiting out gRPC's own
+// reconnection backoff (up to minutes) after a runtime restart.
+func (s *PodsSpec) criContainers(ctx context.Context) ([]container, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == nil {
+		conn, rt, err := criDial(s.Socket)
+		if err != nil {
+			return nil, err
+		}
+		s.conn, s.rt = conn, rt
 	}
-	defer conn.Close()
-	resp, err := rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	resp, err := s.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
 	if err != nil {
+		s.closeLocked()
 		return nil, fmt.Errorf("cri ListContainers: %w", err)
 	}
 	list := make([]container, 0, len(resp.Containers))
@@ -54,6 +62,19 @@ func criContainers(ctx context.Context, endpoint string) ([]container, error) {
 		list = append(list, ct)
 	}
 	return list, nil
+}
+
+func (s *PodsSpec) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeLocked()
+}
+
+func (s *PodsSpec) closeLocked() {
+	if s.conn != nil {
+		_ = s.conn.Close()
+		s.conn, s.rt = nil, nil
+	}
 }
 
 // criEndpoint is the socket the pods preset watches: the configured one, or

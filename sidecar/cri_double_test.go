@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -100,4 +101,28 @@ func TestPodsCRINoSocket(t *testing.T) {
 		t.Fatalf("watch on a missing socket = %v (ctx %v), want an error before the deadline", err, ctx.Err())
 	}
 	expect(t, c, false, "cri ListContainers")
+}
+
+// The check lists over one kept connection; when the runtime restarts, the
+// run that finds it gone is down, and the first run after it is back is up:
+// no wait for gRPC's reconnection backoff.
+func TestPodsCRIRuntimeRestart(t *testing.T) {
+	d := newCRIDouble(t)
+	d.Set("c1", "web", criRunning, criStarted, 1)
+	c := newCheck(t, "preset: pods\npods: {socket: "+d.Sock+"}\ninterval: 5s")
+	t.Cleanup(c.Close)
+	expect(t, c, true, "1 containers running")
+	expect(t, c, true, "1 containers running")
+	d.Close()
+	expect(t, c, false, "cri ListContainers")
+	os.Remove(d.Sock) // a unix socket's file stays after its server
+	again, err := cridouble.Start(d.Sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(again.Close)
+	again.Set("c1", "web", criRunning, criStarted, 2)
+	for range 3 { // each run right after the other: none may wait out a backoff
+		expect(t, c, true, "1 containers running")
+	}
 }

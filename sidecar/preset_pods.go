@@ -7,6 +7,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // PodsSpec: containers Running, read from the runtime's CRI socket when
@@ -15,6 +19,10 @@ type PodsSpec struct {
 	Socket     string   `yaml:"socket"`     // CRI endpoint, e.g. /run/containerd/containerd.sock: list and watch over gRPC
 	Command    []string `yaml:"command"`    // without socket; default [crictl, ps, -a]
 	Containers []string `yaml:"containers"` // names that must be Running; empty: every container
+
+	mu   sync.Mutex
+	conn *grpc.ClientConn // kept between runs with socket; dropped on an error
+	rt   runtimeapi.RuntimeServiceClient
 }
 
 func (s *PodsSpec) compile(*Check) error {
@@ -36,7 +44,7 @@ type container struct {
 func probePods(ctx context.Context, c *Check) Result {
 	s := c.Pods
 	if s.Socket != "" {
-		list, err := criContainers(ctx, s.Socket)
+		list, err := s.criContainers(ctx)
 		if err != nil {
 			return fail(err)
 		}
