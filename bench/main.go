@@ -2,6 +2,11 @@
 // bench/results.md and bench/results.json (make bench). Every process it
 // starts listens on loopback, every load is bounded in count and time, and
 // the whole run takes a few minutes on 2 cores.
+//
+// One section: go run ./bench -only events; some of its sources:
+// -sources postgres,nftables. HS_BENCH_DEBUG=1 logs each fault's timeline
+// (the sidecar's failing run, the report received and applied by the DNS
+// server, the answer changed), in ms from the fault.
 package main
 
 import (
