@@ -20,8 +20,10 @@ const DefaultLibvirtSocket = "/var/run/libvirt/libvirt-sock"
 // libvirtTarget maps a libvirt URI to the daemon socket to dial and the URI
 // to open through it: qemu:///system → the default socket, qemu:///system;
 // test+unix:///default?socket=/run/x → /run/x, test:///default. A URI with a
-// host or a remote transport (ssh, tls, tcp) has no local daemon socket, and
-// plain test:///default runs inside the client: neither has events here.
+// host or a remote transport (ssh, tls, tcp) has no local daemon socket,
+// plain test:///default runs inside the client, and a session URI's socket
+// is the user's (unless ?socket= names it): none is read natively or
+// watched here; the vm preset forks virsh for them.
 func libvirtTarget(raw string) (sock, open string, err error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -35,6 +37,9 @@ func libvirtTarget(raw string) (sock, open string, err error) {
 		return "", "", fmt.Errorf("%w: %q runs in the client; use test+unix:// to reach the daemon", errCannotWatch, raw)
 	}
 	sock = u.Query().Get("socket")
+	if sock == "" && u.Path == "/session" {
+		return "", "", fmt.Errorf("%w: %q is a per-user session daemon; give its socket with ?socket=", errCannotWatch, raw)
+	}
 	if sock == "" {
 		sock = DefaultLibvirtSocket
 		// Modular daemons (virtqemud, virtlxcd…, libvirt ≥ 5.6) take a

@@ -72,7 +72,7 @@ func TestVMNativeRead(t *testing.T) {
 }
 
 func TestVMWatchWithoutDaemon(t *testing.T) {
-	for _, uri := range []string{"test:///default", "qemu+ssh://node/system", "test+unix:///default?socket=/nonexistent/sock"} {
+	for _, uri := range []string{"test:///default", "qemu+ssh://node/system", "qemu:///session", "test+unix:///default?socket=/nonexistent/sock"} {
 		c := newCheck(t, "preset: vm\nvm: {uri: '"+uri+"'}\ninterval: 5s")
 		err := watchVM(context.Background(), c, func() {})
 		if err == nil {
