@@ -6,6 +6,7 @@ pkgs=(
   dnsperf knot-dnsutils bind9-dnsutils   # DNS load and raw queries
   nftables iptables iproute2 procps      # routing-rule checks in network namespaces
   libvirt-clients libvirt-daemon         # vm preset and libvirt events (test driver via libvirtd)
+  systemd util-linux                     # crio preset against a real systemd (a user instance in its own mount namespace)
   postgresql mariadb-server redis-server # database checks against real servers
   etcd-server etcd-client                # the shared store: a 3-member cluster on loopback
   haproxy                                # ingress drain through the runtime API

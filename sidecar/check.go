@@ -286,7 +286,7 @@ func (c *Check) Run(ctx context.Context) (r Result) {
 }
 
 // Close releases what a check keeps between runs (a database, libvirt,
-// CRI or netlink connection).
+// CRI, systemd or netlink connection).
 func (c *Check) Close() {
 	if c.Postgres != nil {
 		c.Postgres.close()
@@ -308,6 +308,9 @@ func (c *Check) Close() {
 	}
 	if c.Pods != nil {
 		c.Pods.close()
+	}
+	if c.CRIO != nil {
+		c.CRIO.systemd.close()
 	}
 	if c.IPTables != nil {
 		c.IPTables.reader.close()

@@ -279,7 +279,8 @@ checks: [{name: self, exec: {command: ["true"]}}]
 	target := `healthswitch_sidecar_pushes_total{result="conflict",target="` + rc.URL + `/v1/report"}`
 	sent := func() float64 {
 		return metricValue(t, s, `healthswitch_sidecar_reports_total{reason="test"}`) +
-			metricValue(t, s, `healthswitch_sidecar_reports_total{reason="change"}`)
+			metricValue(t, s, `healthswitch_sidecar_reports_total{reason="change"}`) +
+			metricValue(t, s, `healthswitch_sidecar_reports_total{reason="heartbeat"}`)
 	}
 	testutil.WaitFor(t, time.Second, "a conflict", func() bool { return metricValue(t, s, target) >= 1 })
 	time.Sleep(200 * time.Millisecond) // long enough for several retries, were there any

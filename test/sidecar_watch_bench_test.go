@@ -189,11 +189,12 @@ func threadNanos(tb testing.TB, pid int) int64 {
 
 // BenchmarkSidecarPresetsIdle: the node presets pods, nftables, iptables,
 // ovs, crio and vm, all watched with a 1 s safety poll, beside the same
-// presets polled at 100 ms (crio forks systemctl each run; the others read
-// natively), with a 1 s heartbeat. The CPU of the commands a sidecar forks
-// counts as its own. Their targets are real where they can be
-// (rules in a network namespace, a libvirtd with its test driver, daemon
-// processes and sockets) and the CRI test double for pods.
+// presets polled at 100 ms, with a 1 s heartbeat. The CPU of the commands
+// a sidecar forks counts as its own (none fork with these settings: crio
+// reads a real systemd's unit state over its private socket). Their targets are real where they can be
+// (rules in a network namespace, a libvirtd with its test driver, a systemd
+// user instance, daemon processes and sockets) and the CRI test double for
+// pods.
 func BenchmarkSidecarPresetsIdle(b *testing.B) {
 	if testing.Short() {
 		b.Skip("runs two sidecars for several seconds")
@@ -252,13 +253,14 @@ func presetTargets(tb testing.TB) ([]string, string) {
 		}
 		tb.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	}
-	systemctl, _ := filepath.Abs("../sidecar/testdata/fixture-systemctl")
+	sd := testutil.StartSystemdUser(tb) // crio's unit, read over systemd's private socket
+	sd.Run("hs-crio", "sleep", "3600")
 	return []string{
 		"name: pods, preset: pods, pods: {socket: " + filepath.Join(dir, "cri.sock") + "}",
 		"name: nftables, preset: nftables, nftables: {netns: " + ns + ", min_rules: 1}",
 		"name: iptables, preset: iptables, iptables: {netns: " + ns + "}",
 		fmt.Sprintf("name: ovs, preset: ovs, ovs: {process: hs-%d-ovs, match: 'unix:%s', socket: %s}", os.Getpid(), socks["ovs"], socks["ovs"]),
-		fmt.Sprintf("name: crio, preset: crio, crio: {process: hs-%d-crio, socket: %s, command: [%s, running]}", os.Getpid(), socks["crio"], systemctl),
+		fmt.Sprintf("name: crio, preset: crio, crio: {unit: hs-crio, systemd_socket: %s, process: hs-%d-crio, socket: %s}", sd.Socket, os.Getpid(), socks["crio"]),
 		"name: vm, preset: vm, vm: {uri: '" + lv.URI + "', domains: [test]}",
 	}, received
 }
