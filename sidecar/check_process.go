@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // ProcessSpec: a daemon is running, found by its pidfile or by its program
@@ -110,22 +111,33 @@ func procAlive(proc string, pid int) bool {
 }
 
 // scan returns the pid of a process named t.Name, one of whose arguments
-// contains t.Match.
+// contains t.Match. It reads every /proc/PID/cmdline, so it is written to
+// be cheap: a fault found by an event runs it at once, and a daemon that
+// is gone is known only once every process has been looked at.
 func (t *procTarget) scan(ctx context.Context) (int, error) {
-	entries, err := os.ReadDir(t.Proc)
+	dir, err := os.Open(t.Proc)
 	if err != nil {
 		return 0, err
 	}
+	defer dir.Close()
+	names, err := dir.Readdirnames(-1)
+	if err != nil {
+		return 0, err
+	}
+	buf := make([]byte, cmdlineRead)
 	sawName := false
-	for _, e := range entries {
+	for _, name := range names {
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || !e.IsDir() {
+		if name[0] < '1' || name[0] > '9' {
 			continue
 		}
-		switch t.matches(pid) {
+		pid, err := strconv.Atoi(name)
+		if err != nil {
+			continue
+		}
+		switch t.matchesBuf(pid, buf) {
 		case matched:
 			return pid, nil
 		case nameOnly:
@@ -138,6 +150,10 @@ func (t *procTarget) scan(ctx context.Context) (int, error) {
 	return 0, errors.New(t.Name + " is not running")
 }
 
+// cmdlineRead is the buffer a command line is read into; a longer one is
+// read again whole.
+const cmdlineRead = 4096
+
 type procMatch int
 
 const (
@@ -149,21 +165,51 @@ const (
 // matches reads one /proc/PID/cmdline. A process may exit between listing
 // and reading: that is no match; so is a zombie (its cmdline is empty).
 func (t *procTarget) matches(pid int) procMatch {
-	cmdline, err := os.ReadFile(filepath.Join(t.Proc, strconv.Itoa(pid), "cmdline"))
-	if err != nil || len(cmdline) == 0 {
+	return t.matchesBuf(pid, make([]byte, cmdlineRead))
+}
+
+func (t *procTarget) matchesBuf(pid int, buf []byte) procMatch {
+	path := filepath.Join(t.Proc, strconv.Itoa(pid), "cmdline")
+	cmdline := readProcFile(path, buf)
+	if len(cmdline) == len(buf) { // longer than the buffer: read it all
+		cmdline, _ = os.ReadFile(path)
+	}
+	if len(cmdline) == 0 {
 		return noMatch
 	}
-	args := strings.Split(string(bytes.TrimRight(cmdline, "\x00")), "\x00")
-	if filepath.Base(args[0]) != t.Name {
+	prog, rest, _ := bytes.Cut(cmdline, []byte{0})
+	if string(prog[bytes.LastIndexByte(prog, '/')+1:]) != t.Name {
 		return noMatch
 	}
 	if t.Match == "" {
 		return matched
 	}
-	for _, a := range args[1:] {
-		if strings.Contains(a, t.Match) {
+	for arg := range bytes.SplitSeq(rest, []byte{0}) {
+		if bytes.Contains(arg, []byte(t.Match)) {
 			return matched
 		}
 	}
 	return nameOnly
+}
+
+// readProcFile reads up to len(buf) bytes of a /proc file into buf, with
+// three system calls and no allocation; nil when it cannot be read.
+func readProcFile(path string, buf []byte) []byte {
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	defer syscall.Close(fd)
+	n := 0
+	for n < len(buf) {
+		m, err := syscall.Read(fd, buf[n:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || m <= 0 {
+			break
+		}
+		n += m
+	}
+	return buf[:n]
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -274,4 +275,18 @@ func TestProcessWatchOtherNamespace(t *testing.T) {
 	os.Symlink("1", filepath.Join(proc, "self"))
 	w := startWatched(t, newCheck(t, "process: {name: hs-nothing, proc: "+proc+"}"))
 	w.expectFallback(t, "is not the procfs of this PID namespace")
+}
+
+// A process whose match comes after a long argument (past the buffer the
+// scan reads command lines into) is still found; one without it is not.
+func TestProcessLongCommandLine(t *testing.T) {
+	name := fmt.Sprintf("hs-%d-long", os.Getpid())
+	long := strings.Repeat("x", 3*cmdlineRead)
+	cmd := &exec.Cmd{Path: "/bin/sh", Args: []string{name, "-c", "sleep 30; :", long, "--config=/etc/wanted.conf"}}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	expect(t, newCheck(t, "process: {name: "+name+", match: wanted.conf}\ninterval: 5s"), true, "running as pid")
+	expect(t, newCheck(t, "process: {name: "+name+", match: other.conf}\ninterval: 5s"), false, "running but without other.conf")
 }
