@@ -48,18 +48,17 @@ func BenchmarkSidecarWatchedIdle(b *testing.B) {
 // TestSidecarWatchedIdleCost guards the idle cost of watched checks: 10
 // watched checks with a 1 s safety poll (and a 1 s heartbeat: at the
 // default 250 ms, pushes cost the same in both) use less than the same 10
-// polled at 100 ms, and at most 1 % of a core. The goal is 0.5 %
-// (BenchmarkSidecarWatchedIdle measures it); the bound here is twice that,
-// as figures this small are noisy on a loaded machine, and a watcher that
-// spins would cost far more.
+// polled at 100 ms, and at most 0.5 % of a core, the goal
+// (BenchmarkSidecarWatchedIdle measures it; about 0.2 % here, also under
+// load), and a watcher that spins would cost far more.
 func TestSidecarWatchedIdleCost(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs two sidecars for several seconds")
 	}
 	watched, polled := measureWatchedIdle(t, buildSidecar(t), 5*time.Second, time.Second)
 	t.Logf("10 watched checks, 1 s safety poll: %.2f%% of a core (goal 0.5%%); the same 10 polled at 100 ms: %.2f%%", watched, polled)
-	if watched > 1 || watched >= polled {
-		t.Errorf("10 watched checks use %.2f%% of a core (bound 1%%, goal 0.5%%), the same polled %.2f%%", watched, polled)
+	if watched > 0.5 || watched >= polled {
+		t.Errorf("10 watched checks use %.2f%% of a core (goal 0.5%%), the same polled %.2f%%", watched, polled)
 	}
 }
 
