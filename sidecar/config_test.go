@@ -124,7 +124,7 @@ func TestLoadDefaults(t *testing.T) {
 	if got := cfg.Checks[1].Pods.Command; strings.Join(got, " ") != "crictl ps -a" {
 		t.Errorf("pods preset command = %v", got)
 	}
-	if vm := cfg.Checks[2].VM; vm.URI != DefaultLibvirtURI || strings.Join(vm.Command, " ") != "virsh -c qemu:///system list --all" || vm.Domains[0] != "worker-1" {
+	if vm := cfg.Checks[2].VM; vm.URI != DefaultLibvirtURI || !vm.native || strings.Join(vm.Command, " ") != "virsh -c qemu:///system list --all" || vm.Domains[0] != "worker-1" {
 		t.Errorf("vm preset = %+v", vm)
 	}
 	if cfg.Checks[3].Postgres.MaxConnectionsUsed != 0.9 {
