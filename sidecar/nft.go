@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 
 	"github.com/google/nftables"
 )
@@ -64,6 +65,7 @@ type nftReader struct {
 	mu    sync.Mutex
 	conn  *nftables.Conn
 	done  func()
+	ns    uint64 // the namespace's inode when conn was opened: a socket stays in its namespace
 }
 
 // count counts the tables of the ruleset accepted by keep (nil: all) and
@@ -73,10 +75,24 @@ type nftReader struct {
 func (r *nftReader) count(keep func(*nftables.Table) bool) (tables, rules int, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	var ns uint64
+	if p := netnsPath(r.netns); p != "" {
+		// The name may now stand for another namespace (deleted and made
+		// again): the kept socket would go on reading the old one.
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			r.closeLocked()
+			return 0, 0, fmt.Errorf("netns %s: %w", r.netns, err)
+		}
+		if ns = st.Ino; r.conn != nil && ns != r.ns {
+			r.closeLocked()
+		}
+	}
 	if r.conn == nil {
 		if r.conn, r.done, err = nftConn(r.netns, true); err != nil {
 			return 0, 0, err
 		}
+		r.ns = ns
 	}
 	if tables, rules, err = nftCount(r.conn, keep); err != nil {
 		r.closeLocked()

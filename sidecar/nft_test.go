@@ -158,3 +158,25 @@ func TestNFTablesNativeMatchesCommand(t *testing.T) {
 		t.Fatalf("native: %d tables %d rules (%v); nft: %d tables %d rules", gt, gr, err, wt, wr)
 	}
 }
+
+// A namespace deleted and made again under the same name is read anew: the
+// socket kept between runs stays in the namespace it was opened in.
+func TestNFTablesNamespaceMadeAgain(t *testing.T) {
+	testutil.Need(t, "nft")
+	ns := netns(t)
+	inNS(t, ns, "nft", "add table inet hs")
+	c := newCheck(t, "preset: nftables\nnftables: {netns: "+nsName(ns)+"}\ninterval: 5s")
+	t.Cleanup(c.Close)
+	expect(t, c, true, "1 tables")
+	for _, args := range [][]string{{"netns", "delete", nsName(ns)}, {"netns", "add", nsName(ns)}} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v %s", args, err, out)
+		}
+	}
+	expect(t, c, false, "nftables ruleset is empty")
+	if out, err := exec.Command("ip", "netns", "delete", nsName(ns)).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns delete: %v %s", err, out)
+	}
+	expect(t, c, false, "netns "+nsName(ns))
+	exec.Command("ip", "netns", "add", nsName(ns)).Run() // for the cleanup's delete
+}
