@@ -65,7 +65,8 @@ type nftReader struct {
 	mu    sync.Mutex
 	conn  *nftables.Conn
 	done  func()
-	ns    uint64 // the namespace's inode when conn was opened: a socket stays in its namespace
+	ns    uint64        // the namespace's inode when conn was opened: a socket stays in its namespace
+	moved chan struct{} // told when the namespace was found made again, for the watch
 }
 
 // count counts the tables of the ruleset accepted by keep (nil: all) and
@@ -86,6 +87,10 @@ func (r *nftReader) count(keep func(*nftables.Table) bool) (tables, rules int, e
 		}
 		if ns = st.Ino; r.conn != nil && ns != r.ns {
 			r.closeLocked()
+			select {
+			case r.moved <- struct{}{}:
+			default:
+			}
 		}
 	}
 	if r.conn == nil {
@@ -152,8 +157,8 @@ func (r *nftReader) closeLocked() {
 // library ends the subscription (a receive error closes its channel) the
 // watch subscribes again and wakes the check, which re-reads the ruleset:
 // changes missed in between are not lost.
-func watchNFT(ctx context.Context, c *Check, netns string, wake func()) error {
-	events, mon, done, err := nftSubscribe(netns)
+func watchNFT(ctx context.Context, c *Check, r *nftReader, wake func()) error {
+	sub, err := nftSubscribe(r.netns)
 	if err != nil {
 		return err // cannot start: the caller polls
 	}
@@ -162,46 +167,58 @@ func watchNFT(ctx context.Context, c *Check, netns string, wake func()) error {
 	for {
 		select {
 		case <-ctx.Done():
-			mon.Close()
-			for range events { // let the library's goroutine finish its send and exit
-			}
-			done()
+			sub.close()
 			return nil
-		case gen, ok := <-events:
+		case <-r.moved: // the check found the namespace made again: this subscription is to the old one
+		case gen, ok := <-sub.events:
 			if ok && (gen.GeneratedBy == nil || gen.GeneratedBy.Error == nil) {
 				backoff.reset()
 				wake()
 				continue
 			}
-			mon.Close()
-			for range events {
+			// The library ended the subscription (a receive error).
+		}
+		sub.close()
+		wake() // look again now
+		for {
+			if !backoff.wait(ctx) {
+				return nil
 			}
-			done()
-			wake() // the subscription broke: look again now
-			for {
-				if !backoff.wait(ctx) {
-					return nil
-				}
-				if events, mon, done, err = nftSubscribe(netns); err == nil {
-					traced(c, "nftables monitor")
-					wake() // relist: whatever changed while unsubscribed
-					break
-				}
+			if sub, err = nftSubscribe(r.netns); err == nil {
+				traced(c, "nftables monitor")
+				wake() // relist: whatever changed while unsubscribed
+				break
 			}
 		}
 	}
 }
 
-func nftSubscribe(netns string) (chan *nftables.MonitorEvents, *nftables.Monitor, func(), error) {
+// nftSub is one subscription to a namespace's nftables monitor.
+type nftSub struct {
+	events chan *nftables.MonitorEvents
+	mon    *nftables.Monitor
+	done   func()
+}
+
+func nftSubscribe(netns string) (*nftSub, error) {
 	conn, done, err := nftConn(netns, false)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	mon := nftables.NewMonitor(nftables.WithMonitorEventBuffer(16))
 	events, err := conn.AddGenerationalMonitor(mon)
 	if err != nil {
 		done()
-		return nil, nil, nil, fmt.Errorf("nftables monitor: %w", err)
+		return nil, fmt.Errorf("nftables monitor: %w", err)
 	}
-	return events, mon, done, nil
+	return &nftSub{events, mon, done}, nil
+}
+
+// close ends the subscription and lets the library's goroutine finish its
+// send and exit.
+func (s *nftSub) close() {
+	s.mon.Close()
+	for range s.events {
+	}
+	s.done()
 }

@@ -160,7 +160,9 @@ func TestNFTablesNativeMatchesCommand(t *testing.T) {
 }
 
 // A namespace deleted and made again under the same name is read anew: the
-// socket kept between runs stays in the namespace it was opened in.
+// socket kept between runs stays in the namespace it was opened in. The run
+// that finds it made again tells the watch, which subscribes to the new
+// one: a change there then wakes the check.
 func TestNFTablesNamespaceMadeAgain(t *testing.T) {
 	testutil.Need(t, "nft")
 	ns := netns(t)
@@ -168,12 +170,21 @@ func TestNFTablesNamespaceMadeAgain(t *testing.T) {
 	c := newCheck(t, "preset: nftables\nnftables: {netns: "+nsName(ns)+"}\ninterval: 5s")
 	t.Cleanup(c.Close)
 	expect(t, c, true, "1 tables")
+	monitors := traceSources(t)
+	w := startWatch(t, watchNFTables, c)
+	testutil.WaitFor(t, 5*time.Second, "the monitor", func() bool { return monitors("nftables monitor") == 1 })
 	for _, args := range [][]string{{"netns", "delete", nsName(ns)}, {"netns", "add", nsName(ns)}} {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			t.Fatalf("ip %v: %v %s", args, err, out)
 		}
 	}
 	expect(t, c, false, "nftables ruleset is empty")
+	testutil.WaitFor(t, 5*time.Second, "the monitor subscribed in the new namespace", func() bool { return monitors("nftables monitor") == 2 })
+	n := w.wakes.Load()
+	inNS(t, ns, "nft", "add table inet again")
+	w.after(t, n, "a wake after a change in the new namespace")
+	expect(t, c, true, "1 tables")
+
 	if out, err := exec.Command("ip", "netns", "delete", nsName(ns)).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns delete: %v %s", err, out)
 	}

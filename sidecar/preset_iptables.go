@@ -30,7 +30,7 @@ type IPTablesSpec struct {
 }
 
 func (s *IPTablesSpec) compile(*Check) error {
-	s.reader.netns = s.Netns
+	s.reader = nftReader{netns: s.Netns, moved: make(chan struct{}, 1)}
 	if len(s.Command) == 0 {
 		s.native = true
 		s.Command = []string{"iptables", "-S"}
@@ -119,7 +119,7 @@ func watchIPTables(ctx context.Context, c *Check, wake func()) error {
 	case !isNFTBackend(backend):
 		return fmt.Errorf("%w: iptables is %s (the legacy backend has no events)", errCannotWatch, backend)
 	}
-	return watchNFT(ctx, c, c.IPTables.Netns, wake)
+	return watchNFT(ctx, c, &c.IPTables.reader, wake)
 }
 
 // iptablesProgram is the iptables binary the check's command runs (for

@@ -20,7 +20,7 @@ type NFTablesSpec struct {
 }
 
 func (s *NFTablesSpec) compile(*Check) error {
-	s.reader.netns = s.Netns
+	s.reader = nftReader{netns: s.Netns, moved: make(chan struct{}, 1)}
 	if s.MinRules < 0 {
 		return fmt.Errorf("min_rules %d: must not be negative", s.MinRules)
 	}
@@ -54,7 +54,7 @@ func probeNFTables(ctx context.Context, c *Check) Result {
 
 // watchNFTables wakes the check on every nftables commit in its namespace.
 func watchNFTables(ctx context.Context, c *Check, wake func()) error {
-	return watchNFT(ctx, c, c.NFTables.Netns, wake)
+	return watchNFT(ctx, c, &c.NFTables.reader, wake)
 }
 
 // countNFT counts tables and the rules inside chains of `nft list ruleset`.
