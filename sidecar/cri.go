@@ -38,15 +38,18 @@ func criDial(endpoint string) (*grpc.ClientConn, runtimeapi.RuntimeServiceClient
 // over the check's kept connection. On an error the connection is dropped
 // and the next run dials again, rather than waiting out gRPC's own
 // reconnection backoff (up to minutes) after a runtime restart.
-func (s *PodsSpec) criContainers(ctx context.Context) ([]container, error) {
+func (s *PodsSpec) criContainers(ctx context.Context, endpoint string) ([]container, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.conn != nil && s.endpoint != endpoint {
+		s.closeLocked()
+	}
 	if s.conn == nil {
-		conn, rt, err := criDial(s.Socket)
+		conn, rt, err := criDial(endpoint)
 		if err != nil {
 			return nil, err
 		}
-		s.conn, s.rt = conn, rt
+		s.conn, s.rt, s.endpoint = conn, rt, endpoint
 	}
 	resp, err := s.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
 	if err != nil {

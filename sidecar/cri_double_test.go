@@ -126,3 +126,20 @@ func TestPodsCRIRuntimeRestart(t *testing.T) {
 		expect(t, c, true, "1 containers running")
 	}
 }
+
+// With neither socket nor command, the check lists over the first usual
+// CRI socket that exists, without forking crictl; where none exists it
+// forks crictl.
+func TestPodsDefaultSocket(t *testing.T) {
+	d := newCRIDouble(t)
+	d.Set("c1", "web", criRunning, criStarted, 1)
+	saved := criDefaultSockets
+	t.Cleanup(func() { criDefaultSockets = saved })
+	criDefaultSockets = []string{filepath.Join(t.TempDir(), "absent.sock"), d.Sock}
+	c := newCheck(t, "preset: pods\ninterval: 5s")
+	t.Cleanup(c.Close)
+	onPath(t, t.TempDir(), func() { expect(t, c, true, "1 containers running") })
+
+	criDefaultSockets = []string{filepath.Join(t.TempDir(), "absent.sock")}
+	onPath(t, t.TempDir(), func() { expect(t, c, false, "crictl") })
+}

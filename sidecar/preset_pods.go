@@ -13,16 +13,20 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// PodsSpec: containers Running, read from the runtime's CRI socket when
-// socket is set, else from `crictl ps -a` (forks crictl).
+// PodsSpec: containers Running, read from the runtime's CRI socket: the
+// one set, or with neither socket nor command the first of the usual ones
+// that exists (as crictl looks for them); else from `crictl ps -a` (forks
+// crictl).
 type PodsSpec struct {
 	Socket     string   `yaml:"socket"`     // CRI endpoint, e.g. /run/containerd/containerd.sock: list and watch over gRPC
-	Command    []string `yaml:"command"`    // without socket; default [crictl, ps, -a]
+	Command    []string `yaml:"command"`    // fork this instead; default where no CRI socket is found [crictl, ps, -a]
 	Containers []string `yaml:"containers"` // names that must be Running; empty: every container
 
-	mu   sync.Mutex
-	conn *grpc.ClientConn // kept between runs with socket; dropped on an error
-	rt   runtimeapi.RuntimeServiceClient
+	auto     bool // neither socket nor command set: look for a default socket
+	mu       sync.Mutex
+	conn     *grpc.ClientConn // kept between runs; dropped on an error
+	rt       runtimeapi.RuntimeServiceClient
+	endpoint string // conn's socket
 }
 
 func (s *PodsSpec) compile(*Check) error {
@@ -30,9 +34,19 @@ func (s *PodsSpec) compile(*Check) error {
 		return fmt.Errorf("socket and command: set one (socket reads the runtime directly)")
 	}
 	if s.Socket == "" && len(s.Command) == 0 {
+		s.auto = true
 		s.Command = []string{"crictl", "ps", "-a"}
 	}
 	return nil
+}
+
+// nativeEndpoint is the CRI socket a run lists over, "" to fork the command.
+func (s *PodsSpec) nativeEndpoint() string {
+	if s.Socket != "" || !s.auto {
+		return s.Socket
+	}
+	endpoint, _ := criEndpoint(s)
+	return endpoint
 }
 
 // container is one row of crictl's listing.
@@ -43,8 +57,8 @@ type container struct {
 
 func probePods(ctx context.Context, c *Check) Result {
 	s := c.Pods
-	if s.Socket != "" {
-		list, err := s.criContainers(ctx)
+	if endpoint := s.nativeEndpoint(); endpoint != "" {
+		list, err := s.criContainers(ctx, endpoint)
 		if err != nil {
 			return fail(err)
 		}
