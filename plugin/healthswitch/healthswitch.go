@@ -53,6 +53,12 @@ func (h *HealthSwitch) Name() string { return pluginName }
 // ServeDNS implements plugin.Handler. It reads one immutable snapshot and
 // never waits on health work.
 func (h *HealthSwitch) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
+	if len(r.Question) != 1 {
+		// CoreDNS's server answers these FORMERR before any plugin runs
+		// (miekg/dns's accept function); said again here for a server
+		// built another way, rather than answering the first question only.
+		return dns.RcodeFormatError, nil
+	}
 	state := request.Request{W: w, Req: r}
 	qname := state.Name()
 	zone := h.zones.Matches(qname)

@@ -3,6 +3,7 @@ package healthswitch
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -126,6 +127,26 @@ func TestServeDNSNotOurs(t *testing.T) {
 	h := newTestHS(t, twoClusters)
 	if _, rcode := query(t, h, "example.org.", dns.TypeA, false); rcode != dns.RcodeRefused {
 		t.Errorf("name outside the zones: rcode %d, want it handed to the next plugin", rcode)
+	}
+}
+
+// A query with other than one question is FORMERR, written by CoreDNS (the
+// plugin writes nothing), as CoreDNS's own server answers it before any
+// plugin; never an answer to its first question only.
+func TestServeDNSOneQuestion(t *testing.T) {
+	h := newTestHS(t, twoClusters)
+	for _, n := range []int{0, 2} {
+		req := new(dns.Msg)
+		req.SetQuestion("svc1.net.", dns.TypeA)
+		req.Question = append(req.Question[:0], slices.Repeat(req.Question, n)...)
+		if n == 0 {
+			req.Question = nil
+		}
+		rec := dnstest.NewRecorder(&test.ResponseWriter{})
+		rcode, err := h.ServeDNS(context.Background(), rec, req)
+		if rcode != dns.RcodeFormatError || err != nil || rec.Msg != nil {
+			t.Errorf("%d questions: rcode %s, err %v, reply %v; want FORMERR left to CoreDNS", n, dns.RcodeToString[rcode], err, rec.Msg)
+		}
 	}
 }
 
