@@ -200,6 +200,7 @@ func TestParseZoneRecordErrors(t *testing.T) {
 		{"ns without args", "ns", "Wrong argument count"},
 		{"soa arity", "soa 7200 900 604800", "Wrong argument count"},
 		{"soa not a number", "soa 2h 1h 2x 60", `soa: "2x" is not a whole number of seconds`},
+		{"soa empty argument", `soa 0 "" "" 0`, `soa: "" is not a whole number of seconds`},
 		{"soa retry not below refresh", "soa 3600 3600 604800 60", "soa: retry 3600 must be less than refresh 3600"},
 		{"soa expire below refresh", "soa 7200 900 3600 60", "soa: expire 3600 must be at least refresh 7200"},
 		{"soa zero", "soa 0 0 0 0", "must be greater than 0"},

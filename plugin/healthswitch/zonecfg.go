@@ -1,6 +1,7 @@
 package healthswitch
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -101,6 +102,9 @@ func parseSOA(c *caddy.Controller, cfg *config) error {
 // seconds reads a whole number of seconds, days (2d) or weeks (2w), or a Go
 // duration (4h, 30m).
 func seconds(s string) (uint32, error) {
+	if s == "" {
+		return 0, errors.New(`"" is not a whole number of seconds or a duration like 4h or 2w`)
+	}
 	if n, err := strconv.ParseUint(s, 10, 31); err == nil {
 		return uint32(n), nil
 	}
