@@ -88,14 +88,7 @@ func probeVM(ctx context.Context, c *Check) Result {
 func (s *VMSpec) list(ctx context.Context) (map[string]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	reused := s.conn != nil
-	states, err := s.listOnce(ctx)
-	if err != nil && reused && ctx.Err() == nil {
-		// The kept connection may have died with a daemon restart that is
-		// already over: one fresh try before calling the domains down.
-		states, err = s.listOnce(ctx)
-	}
-	return states, err
+	return onKept(ctx, s.conn != nil, func() (map[string]string, error) { return s.listOnce(ctx) })
 }
 
 func (s *VMSpec) listOnce(ctx context.Context) (map[string]string, error) {

@@ -44,14 +44,7 @@ var errNoSystemdSocket = errors.New("no systemd socket")
 func (s *systemdUnits) state(ctx context.Context, unit string) (unitState, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	reused := s.conn != nil
-	u, err := s.stateOnce(ctx, unit)
-	if err != nil && reused && ctx.Err() == nil {
-		// The kept connection may have died with a restart of the manager
-		// (systemctl daemon-reexec) that is already over: one fresh try.
-		u, err = s.stateOnce(ctx, unit)
-	}
-	return u, err
+	return onKept(ctx, s.conn != nil, func() (unitState, error) { return s.stateOnce(ctx, unit) })
 }
 
 func (s *systemdUnits) stateOnce(ctx context.Context, unit string) (unitState, error) {
