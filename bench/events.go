@@ -140,27 +140,36 @@ func timing(mode string) string {
 // again with a new pid, as a supervisor would.
 func processLane(_ string, mode string) (*lane, error) {
 	name := fmt.Sprintf("hs-%d-bench-%s", os.Getpid(), mode)
-	var mu sync.Mutex
-	var cmd *exec.Cmd
-	start := func() error {
-		c := &exec.Cmd{Path: "/bin/sleep", Args: []string{name, "3600"}}
-		if err := c.Start(); err != nil {
-			return err
-		}
-		go c.Wait()
-		mu.Lock()
-		cmd = c
-		mu.Unlock()
-		return nil
-	}
-	kill := func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		return cmd.Process.Kill()
-	}
+	var d daemon
+	start := func() error { return d.start(&exec.Cmd{Path: "/bin/sleep", Args: []string{name, "3600"}}) }
 	return &lane{source: "process", mode: mode, fault: "SIGKILL of the daemon; restarted with a new pid",
 		check: fmt.Sprintf("{name: daemon, process: {name: %s}, %s}", name, timing(mode)),
-		setup: start, inject: kill, restore: start, close: func() { kill() }}, nil
+		setup: start, inject: d.kill, restore: start, close: func() { d.kill() }}, nil
+}
+
+// daemon is the process of a lane that the fault kills and the repair
+// starts again, as a supervisor would.
+type daemon struct {
+	mu  sync.Mutex
+	cmd *exec.Cmd
+}
+
+// start starts c as the daemon; it is reaped when it exits.
+func (d *daemon) start(c *exec.Cmd) error {
+	if err := c.Start(); err != nil {
+		return err
+	}
+	go c.Wait()
+	d.mu.Lock()
+	d.cmd = c
+	d.mu.Unlock()
+	return nil
+}
+
+func (d *daemon) kill() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cmd.Process.Kill()
 }
 
 // cgroupLane: every process of a cgroup v2 cgroup killed (cgroup.kill); a
@@ -228,19 +237,14 @@ func httpLane(_ string, mode string) (*lane, error) {
 		return nil, err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	var mu sync.Mutex
-	var cmd *exec.Cmd
+	var d daemon
 	start := func() error {
 		c := exec.Command(self)
 		c.Env = append(os.Environ(), benchServerEnv+"="+addr)
 		c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := c.Start(); err != nil {
+		if err := d.start(c); err != nil {
 			return err
 		}
-		go c.Wait()
-		mu.Lock()
-		cmd = c
-		mu.Unlock()
 		for range 2000 {
 			if resp, err := http.Get("http://" + addr + "/"); err == nil {
 				resp.Body.Close()
@@ -250,14 +254,9 @@ func httpLane(_ string, mode string) (*lane, error) {
 		}
 		return errors.New("http server did not start")
 	}
-	kill := func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		return cmd.Process.Kill()
-	}
 	return &lane{source: "http", mode: mode, fault: "SIGKILL of the HTTP server process; started again on the same port",
 		check: fmt.Sprintf("{name: web, http: {url: 'http://%s/healthz'}, %s}", addr, timing(mode)),
-		setup: start, inject: kill, restore: start, close: func() { kill() }}, nil
+		setup: start, inject: d.kill, restore: start, close: func() { d.kill() }}, nil
 }
 
 // postgresLane: PostgreSQL's postmaster sent SIGQUIT (what pg_ctl stop -m
