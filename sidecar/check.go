@@ -286,34 +286,13 @@ func (c *Check) Run(ctx context.Context) (r Result) {
 }
 
 // Close releases what a check keeps between runs (a database, libvirt,
-// CRI, systemd or netlink connection).
+// CRI, systemd or netlink connection): the kind blocks that keep one have a
+// close method.
 func (c *Check) Close() {
-	if c.Postgres != nil {
-		c.Postgres.close()
-	}
-	if c.MySQL != nil {
-		c.MySQL.close()
-	}
-	if c.Redis != nil {
-		c.Redis.close()
-	}
-	if c.GRPC != nil {
-		c.GRPC.close()
-	}
-	if c.VM != nil {
-		c.VM.close()
-	}
-	if c.NFTables != nil {
-		c.NFTables.reader.close()
-	}
-	if c.Pods != nil {
-		c.Pods.close()
-	}
-	if c.CRIO != nil {
-		c.CRIO.systemd.close()
-	}
-	if c.IPTables != nil {
-		c.IPTables.reader.close()
+	for _, s := range c.blocks() {
+		if k, ok := s.(interface{ close() }); ok {
+			k.close()
+		}
 	}
 }
 

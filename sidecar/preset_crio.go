@@ -114,3 +114,5 @@ func unitActive(out []byte) (string, error) {
 	}
 	return "", fmt.Errorf("no Active: line in %q", firstLine(out))
 }
+
+func (s *CRIOSpec) close() { s.systemd.close() }

@@ -132,3 +132,5 @@ func iptablesProgram(argv []string) string {
 	}
 	return "iptables"
 }
+
+func (s *IPTablesSpec) close() { s.reader.close() }

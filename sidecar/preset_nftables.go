@@ -82,3 +82,5 @@ func countNFT(out []byte) (tables, rules int) {
 	}
 	return tables, rules
 }
+
+func (s *NFTablesSpec) close() { s.reader.close() }
