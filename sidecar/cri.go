@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -87,7 +86,7 @@ func criEndpoint(s *PodsSpec) (string, error) {
 		return s.Socket, nil
 	}
 	for _, p := range criDefaultSockets {
-		if _, err := os.Stat(p); err == nil {
+		if exists(p) {
 			return p, nil
 		}
 	}
