@@ -308,12 +308,13 @@ func keys[V any](m map[string]V) []string {
 // onKept runs once, which uses the connection a check keeps between runs
 // (dialing one when there is none, dropping it on an error). When once
 // fails on a connection kept from an earlier run, that connection may have
-// died with a restart of the server that is already over (libvirtd
-// restarted, systemctl daemon-reexec): once runs one more time, on a fresh
-// connection, before the check calls the thing down.
-func onKept[T any](ctx context.Context, kept bool, once func() (T, error)) (T, error) {
+// died with a restart of the server that is already over (libvirtd or a
+// database restarted, systemctl daemon-reexec): unless stale says the
+// error is not of that kind (nil: any error may be), once runs one more
+// time, on a fresh connection, before the check calls the thing down.
+func onKept[T any](ctx context.Context, kept bool, once func() (T, error), stale func(error) bool) (T, error) {
 	v, err := once()
-	if err != nil && kept && ctx.Err() == nil {
+	if err != nil && kept && ctx.Err() == nil && (stale == nil || stale(err)) {
 		v, err = once()
 	}
 	return v, err

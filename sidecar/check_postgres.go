@@ -72,19 +72,15 @@ func probePostgres(ctx context.Context, c *Check) Result {
 	s := c.Postgres
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	hadConn := s.conn != nil
-	n, err := s.query(ctx)
-	if err != nil && hadConn && ctx.Err() == nil {
-		if why := s.dropped.Load(); why != nil {
-			// The server has just ended the watch's parked connection too:
-			// two backends gone at once is the server going down (or
-			// crashing), not a stale connection. A fresh try would only
-			// wait in the dying postmaster's backlog until it exits.
-			return fail(fmt.Errorf("postgres %s: the server dropped the watch's connection (%s) and the check's: %w", s.cfg.Host, *why, err))
-		}
-		// The kept connection may have died with a server restart that is
-		// already over: one fresh try before calling the database down.
-		n, err = s.query(ctx)
+	// While the server has just ended the watch's parked connection too,
+	// a failure of the kept one is no stale connection: two backends gone
+	// at once is the server going down (or crashing), and a fresh try would
+	// only wait in the dying postmaster's backlog until it exits.
+	var dropped *string
+	n, err := onKept(ctx, s.conn != nil, func() (slots, error) { return s.query(ctx) },
+		func(error) bool { dropped = s.dropped.Load(); return dropped == nil })
+	if err != nil && dropped != nil {
+		return fail(fmt.Errorf("postgres %s: the server dropped the watch's connection (%s) and the check's: %w", s.cfg.Host, *dropped, err))
 	}
 	if err != nil {
 		return fail(fmt.Errorf("postgres %s: %w", s.cfg.Host, err))

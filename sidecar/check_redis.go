@@ -77,12 +77,9 @@ func probeRedis(ctx context.Context, c *Check) Result {
 	s := c.Redis
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	hadConn := s.conn != nil
-	info, err := s.query(ctx)
-	if err != nil && hadConn && ctx.Err() == nil && !errors.As(err, new(redisError)) {
-		// The kept connection may have died with a restart that is over.
-		info, err = s.query(ctx)
-	}
+	// A server's own error answer is no stale connection.
+	info, err := onKept(ctx, s.conn != nil, func() (map[string]string, error) { return s.query(ctx) },
+		func(err error) bool { return !errors.As(err, new(redisError)) })
 	if err != nil {
 		return fail(fmt.Errorf("redis %s: %w", s.Address, redactErr(err, s.Password)))
 	}

@@ -88,7 +88,7 @@ func probeVM(ctx context.Context, c *Check) Result {
 func (s *VMSpec) list(ctx context.Context) (map[string]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return onKept(ctx, s.conn != nil, func() (map[string]string, error) { return s.listOnce(ctx) })
+	return onKept(ctx, s.conn != nil, func() (map[string]string, error) { return s.listOnce(ctx) }, nil)
 }
 
 func (s *VMSpec) listOnce(ctx context.Context) (map[string]string, error) {

@@ -44,7 +44,7 @@ var errNoSystemdSocket = errors.New("no systemd socket")
 func (s *systemdUnits) state(ctx context.Context, unit string) (unitState, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return onKept(ctx, s.conn != nil, func() (unitState, error) { return s.stateOnce(ctx, unit) })
+	return onKept(ctx, s.conn != nil, func() (unitState, error) { return s.stateOnce(ctx, unit) }, nil)
 }
 
 func (s *systemdUnits) stateOnce(ctx context.Context, unit string) (unitState, error) {
