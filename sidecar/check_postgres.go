@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // DefaultMaxConnectionsUsed is the share of max_connections in use past which
@@ -24,10 +26,37 @@ type PostgresSpec struct {
 	mu   sync.Mutex
 	conn *pgx.Conn // kept between runs: a new backend every 100 ms would load the server
 
-	// dropped says how the server ended the watch's parked connection (a
-	// FATAL 57P01 on a fast shutdown; EOF when an immediate shutdown or a
-	// crash killed the backend), until the watch parks again; nil otherwise.
-	dropped atomic.Pointer[string]
+	// dropped says how the server ended the watch's parked connection,
+	// until the watch parks again; nil otherwise.
+	dropped atomic.Pointer[pgDrop]
+}
+
+// pgDrop is how the server ended the watch's parked connection: a FATAL
+// 57P01 on a fast shutdown; a WARNING and EOF when an immediate shutdown
+// or a crash killed the backend; EOF alone when only the backend was
+// killed.
+type pgDrop struct {
+	why string
+	at  time.Time
+	// down: the server said, as it ended the connection, that it is going
+	// down (goingDown); told: a run has reported it.
+	down bool
+	told atomic.Bool
+}
+
+// goingDown says whether a notice leaves no doubt that the server is
+// going down: a PostgreSQL backend sends one as it exits on the
+// postmaster's SIGQUIT, a WARNING 57P01 for an immediate shutdown
+// (PostgreSQL 14+), 57P02 when every backend is ended after another one
+// crashed (and, before 14, for an immediate shutdown too). A fast
+// shutdown's FATAL 57P01 is no proof: pg_terminate_backend sends the same.
+// Codes and the unlocalized severity do not depend on lc_messages.
+func goingDown(n *pgconn.Notice) bool {
+	severity := n.SeverityUnlocalized
+	if severity == "" { // PostgreSQL before 9.6
+		severity = n.Severity
+	}
+	return n.Code == "57P02" || n.Code == "57P01" && severity == "WARNING"
 }
 
 // connectionsQuery counts client connections only: PostgreSQL's own
@@ -72,15 +101,23 @@ func probePostgres(ctx context.Context, c *Check) Result {
 	s := c.Postgres
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// The server said, just now, as it ended the watch's connection, that
+	// it is going down: the run that event wakes says so at once, without
+	// waiting for the check's own backend to be ended too. It is told once:
+	// later runs decide on their own connection.
+	if d := s.dropped.Load(); d != nil && d.down && time.Since(d.at) < c.timeout && !d.told.Swap(true) {
+		s.dropLocked()
+		return fail(fmt.Errorf("postgres %s: the server is going down: it said so as it ended the watch's connection (%s)", s.cfg.Host, d.why))
+	}
 	// While the server has just ended the watch's parked connection too,
 	// a failure of the kept one is no stale connection: two backends gone
 	// at once is the server going down (or crashing), and a fresh try would
 	// only wait in the dying postmaster's backlog until it exits.
-	var dropped *string
+	var dropped *pgDrop
 	n, err := onKept(ctx, s.conn != nil, func() (slots, error) { return s.query(ctx) },
 		func(error) bool { dropped = s.dropped.Load(); return dropped == nil })
 	if err != nil && dropped != nil {
-		return fail(fmt.Errorf("postgres %s: the server dropped the watch's connection (%s) and the check's: %w", s.cfg.Host, *dropped, err))
+		return fail(fmt.Errorf("postgres %s: the server dropped the watch's connection (%s) and the check's: %w", s.cfg.Host, dropped.why, err))
 	}
 	if err != nil {
 		return fail(fmt.Errorf("postgres %s: %w", s.cfg.Host, err))

@@ -15,16 +15,25 @@ import (
 
 // watchPostgres parks one connection of its own (beside the check's kept
 // one): it LISTENs on a private channel and waits for a notification that
-// never comes. PostgreSQL sends a FATAL error on it at once when it shuts
-// down (fast or immediate), and the socket ends (EOF, RST) when the server
-// process dies; either returns the wait and wakes the check. A host that
-// vanishes silently sends nothing: polling covers that. A server that
-// refuses LISTEN (a hot standby, a transaction-pooling pgbouncer) cannot be
-// watched this way. While the parked connection is down, a failure of the
-// check's own connection is not retried on a fresh one (check_postgres.go).
+// never comes. PostgreSQL ends it with a FATAL error on a fast shutdown,
+// and with a WARNING (goingDown) then EOF when an immediate shutdown or a
+// crash restart ends its backend; the socket ends (EOF, RST) when the
+// backend just dies. Any of these returns the wait and wakes the check. A
+// host that vanishes silently sends nothing: polling covers that. A server
+// that refuses LISTEN (a hot standby, a transaction-pooling pgbouncer)
+// cannot be watched this way. The check reports a server that said it is
+// going down at once; otherwise, while the parked connection is down, a
+// failure of its own connection is not retried on a fresh one
+// (check_postgres.go).
 func watchPostgres(ctx context.Context, c *Check, wake func()) error {
 	cfg := c.Postgres.cfg.Copy()
 	cfg.RuntimeParams["application_name"] = "healthswitch-sidecar-watch"
+	var said *pgconn.Notice // the backend's last words, if it said the server is going down
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		if goingDown(n) {
+			said = n
+		}
+	}
 	channel := "healthswitch_watch_" + randomHex(6)
 	bo := watchBackoff(c, connBackoff)
 	// pending: the parked connection ended; the check is woken at once and
@@ -59,21 +68,25 @@ func watchPostgres(ctx context.Context, c *Check, wake func()) error {
 		lost, pending = false, false
 		bo.reset()
 		start := time.Now()
+		said = nil
 		_, err = conn.WaitForNotification(ctx)
 		closeQuietly(conn)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		// Any end of the parked connection is the event; the check says why.
-		// How it ended is kept for the check: its own connection failing
-		// at the same time is then the fault, with no reconnection to wait
-		// for.
-		why := err.Error()
+		// How it ended is kept for the check: a server that said it is
+		// going down is down; otherwise its own connection failing at the
+		// same time is the fault, with no reconnection to wait for.
+		d := &pgDrop{why: err.Error(), at: time.Now(), down: said != nil}
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) {
-			why = pgErr.Code + " " + pgErr.Message
+			d.why = pgErr.Code + " " + pgErr.Message
 		}
-		c.Postgres.dropped.Store(&why)
+		if said != nil {
+			d.why = said.Severity + " " + said.Code + " " + said.Message + ", then " + d.why
+		}
+		c.Postgres.dropped.Store(d)
 		wake()
 		pending = true
 		if time.Since(start) < 10*time.Millisecond && !bo.wait(ctx) { // never spin on a server that drops us

@@ -1,9 +1,13 @@
 package sidecar
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/healthswitch/healthswitch/internal/hysteresis"
 	"github.com/healthswitch/healthswitch/internal/testutil"
@@ -23,16 +27,23 @@ func TestPostgresWatch(t *testing.T) {
 	if w.state() != hysteresis.Up {
 		t.Fatalf("state %s before the fault: %s", w.state(), w.why())
 	}
-	for i, mode := range []string{"fast", "immediate"} {
+	// A fast shutdown ends each backend as pg_terminate_backend would: the
+	// check's own connection failing beside the parked one is the proof.
+	// An immediate shutdown says so as it ends the parked connection.
+	for i, stop := range []struct{ mode, why string }{
+		{"fast", "the server dropped the watch's connection (57P01 "},
+		{"immediate", "the server is going down: it said so as it ended the watch's connection (WARNING 57P01 "},
+	} {
 		testutil.WaitFor(t, 5*time.Second, "a parked connection", func() bool { return sources("parked connection") == i+1 })
 		start := time.Now()
-		if err := pg.Stop(mode); err != nil {
+		if err := pg.Stop(stop.mode); err != nil {
 			t.Fatal(err)
 		}
 		stopped := time.Since(start)
+		mode := stop.mode
 		w.waitState(t, time.Second, hysteresis.Down)
-		if why := w.changedBecause(); !strings.Contains(why, "the server dropped the watch's connection") {
-			t.Errorf("down because %q: want the check's own connection failing beside the parked one, without a reconnection", why)
+		if why := w.changedBecause(); !strings.Contains(why, stop.why) {
+			t.Errorf("pg_ctl stop -m %s: down because %q, want %q", mode, why, stop.why)
 		}
 		t.Logf("pg_ctl stop -m %s (took %s): down %s after the stop began (%s)", mode, stopped, time.Since(start), w.why())
 		if err := pg.Start(); err != nil {
@@ -99,4 +110,68 @@ func TestPostgresRestartOverIsNoFault(t *testing.T) {
 	}
 	testutil.WaitFor(t, 5*time.Second, "the watch parked again", func() bool { return sources("parked connection") == 2 })
 	w.waitState(t, 3*time.Second, hysteresis.Up)
+}
+
+// A backend of ours ended by pg_terminate_backend (an administrator, a
+// pooler's cleanup) is no fault, though the server says the same FATAL
+// 57P01 as on a fast shutdown: ending the parked connection wakes the
+// check, which finds the server answering on its own; ending the check's
+// own is caught by its one fresh try.
+func TestPostgresWatchTerminatedIsNoFault(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL")
+	}
+	pg := testutil.StartPostgresServer(t, 20)
+	sources := traceSources(t)
+	w := startWatched(t, newCheck(t, "postgres: {dsn: '"+pg.DSN+"'}\ninterval: 10s\ntimeout: 2s\nfall: 1\nrise: 1"))
+	testutil.WaitFor(t, 5*time.Second, "a parked connection", func() bool { return sources("parked connection") == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, pg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	runs := func() uint64 { _, _, _, n, _ := w.r.snapshot(); return n }
+	changes := func() int { w.mu.Lock(); defer w.mu.Unlock(); return len(w.changes) }
+	changed := changes() // the first verdict: up
+	terminate := func(app string) {
+		t.Helper()
+		var ended int
+		if err := admin.QueryRow(ctx, "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1", app).Scan(&ended); err != nil || ended != 1 {
+			t.Fatalf("terminating %s: %d ended, %v", app, ended, err)
+		}
+	}
+
+	before := runs()
+	terminate("healthswitch-sidecar-watch")
+	testutil.WaitFor(t, 5*time.Second, "the watch parked again", func() bool { return sources("parked connection") == 2 })
+	testutil.WaitFor(t, 5*time.Second, "a run woken by the parked connection's end", func() bool { return runs() > before })
+
+	terminate("healthswitch-sidecar")
+	before = runs()
+	w.r.wake()
+	testutil.WaitFor(t, 5*time.Second, "a run on the ended connection", func() bool { return runs() > before })
+	if w.state() != hysteresis.Up || changes() != changed {
+		t.Errorf("state %s, changed because %q: a terminated backend is no fault (last: %s)", w.state(), w.changedBecause(), w.why())
+	}
+}
+
+func TestGoingDown(t *testing.T) {
+	for _, c := range []struct {
+		severity, code string
+		want           bool
+	}{
+		{"WARNING", "57P01", true}, // immediate shutdown (PostgreSQL 14+)
+		{"WARNING", "57P02", true}, // crash restart; immediate shutdown before 14
+		{"FATAL", "57P01", false},  // fast shutdown, or pg_terminate_backend
+		{"FATAL", "57P05", false},  // idle_session_timeout
+		{"NOTICE", "00000", false}, // any other notice
+		{"FATAL", "57P03", false},  // cannot connect now: said on a new connection only
+	} {
+		n := &pgconn.Notice{SeverityUnlocalized: c.severity, Severity: "WARNUNG", Code: c.code}
+		if got := goingDown(n); got != c.want {
+			t.Errorf("%s %s: goingDown %v, want %v", c.severity, c.code, got, c.want)
+		}
+	}
 }
