@@ -80,9 +80,14 @@ func main() {
 	binDir := flag.String("bin", "bin", "folder holding coredns and healthswitch-sidecar")
 	out := flag.String("out", "bench", "where results.md and results.json go")
 	only := flag.String("only", "", "comma-separated sections to run (failover,dns,ingest,sidecar,scale,events); empty: all")
+	flag.IntVar(&eventsFaults, "faults", eventsFaults, "with events: faults per lane, 1..120")
 	flag.StringVar(&eventSources, "sources", "", "with events: comma-separated event sources to run (process,cgroup,http,postgres,nftables,vm,pods); empty: all")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
+	if eventsFaults < 1 || eventsFaults > 120 {
+		// The DNS server keeps its last 256 transitions, two per fault.
+		log.Fatalf("-faults %d: must be in 1..120", eventsFaults)
+	}
 
 	b := &bencher{coredns: filepath.Join(*binDir, "coredns"), sidecar: filepath.Join(*binDir, "healthswitch-sidecar")}
 	for _, p := range []string{b.coredns, b.sidecar} {
@@ -119,7 +124,7 @@ func main() {
 		res.Events = b.events(ctx)
 	}
 	res.Notes = append(res.Notes,
-		"p99 over about 30 faults is the second-largest or largest sample: read it as a near-worst case.",
+		fmt.Sprintf("p99 over about 30 faults (the failover section) is the second-largest or largest sample: read it as a near-worst case. The events section injects %d faults per lane.", eventsFaults),
 		"During the DNS section this bench process (the report pushers) is pinned to CPU 1, and coredns and dnsperf to CPU 0, so under push CPU 0 loses only what the server spends on reports; elsewhere the push load and the ingest workers run in this process, unpinned.",
 		"The failover baselines run in parallel lanes (10 and 30 clusters on one DNS server) so they fit the time budget; the healthswitch row runs 3 lanes. Parallel lanes add load on the DNS server, which can only make the baselines slower, not faster; the poll period adds up to one period (1, 10 and 20 ms) to the client figures.",
 		"Everything listens on 127.0.0.1 (app servers, sidecars, DNS, push API); every load loop is bounded by time and count.")
