@@ -305,6 +305,36 @@ func keys[V any](m map[string]V) []string {
 	return out
 }
 
+// within runs f in a goroutine of its own, for a call that takes no
+// context, and returns its result, or ctx's error once ctx ends first. A
+// call left behind goes on until it returns; its late result is handed to
+// abandon, if set (to close a connection nobody will use).
+func within[T any](ctx context.Context, f func() (T, error), abandon func(T)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := f()
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		if abandon != nil {
+			go func() {
+				if r := <-done; r.err == nil {
+					abandon(r.v)
+				}
+			}()
+		}
+		var zero T
+		return zero, ctx.Err()
+	}
+}
+
 // onKept runs once, which uses the connection a check keeps between runs
 // (dialing one when there is none, dropping it on an error). When once
 // fails on a connection kept from an earlier run, that connection may have

@@ -103,27 +103,14 @@ func (s *VMSpec) listOnce(ctx context.Context) (map[string]string, error) {
 		}
 		s.conn = conn
 	}
-	type listed struct {
-		states map[string]string
-		err    error
-	}
 	conn := s.conn
-	done := make(chan listed, 1)
-	go func() {
-		states, err := libvirtStates(conn)
-		done <- listed{states, err}
-	}()
-	select {
-	case r := <-done:
-		if r.err != nil {
-			s.dropLocked()
-			return nil, fmt.Errorf("libvirt %s: %w", s.open, r.err)
-		}
-		return r.states, nil
-	case <-ctx.Done():
+	// Closing the connection (dropLocked) ends a call that ctx left behind.
+	states, err := within(ctx, func() (map[string]string, error) { return libvirtStates(conn) }, nil)
+	if err != nil {
 		s.dropLocked()
-		return nil, fmt.Errorf("libvirt %s: %w", s.open, ctx.Err())
+		return nil, fmt.Errorf("libvirt %s: %w", s.open, err)
 	}
+	return states, nil
 }
 
 func libvirtStates(conn *libvirt.Libvirt) (map[string]string, error) {

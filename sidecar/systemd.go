@@ -88,38 +88,23 @@ func (s *systemdUnits) stateOnce(ctx context.Context, unit string) (unitState, e
 // credentials), within ctx: a manager too busy to answer must not hold the
 // run past its timeout.
 func (s *systemdUnits) dial(ctx context.Context) (*dbus.Conn, error) {
-	type dialed struct {
-		conn *dbus.Conn
-		err  error
-	}
-	done := make(chan dialed, 1)
-	go func() {
+	conn, err := within(ctx, func() (*dbus.Conn, error) {
 		conn, err := dbus.Dial("unix:path=" + s.socket)
 		if err == nil {
 			if err = conn.Auth(nil); err != nil {
 				conn.Close()
-				conn, err = nil, fmt.Errorf("auth: %w", err)
+				return nil, fmt.Errorf("auth: %w", err)
 			}
 		}
-		done <- dialed{conn, err}
-	}()
-	select {
-	case d := <-done:
-		switch {
-		case errors.Is(d.err, fs.ErrNotExist):
-			return nil, fmt.Errorf("%w: %s", errNoSystemdSocket, s.socket)
-		case d.err != nil:
-			return nil, fmt.Errorf("systemd %s: %w", s.socket, d.err)
-		}
-		return d.conn, nil
-	case <-ctx.Done():
-		go func() {
-			if d := <-done; d.conn != nil {
-				d.conn.Close()
-			}
-		}()
-		return nil, fmt.Errorf("systemd %s: %w", s.socket, ctx.Err())
+		return conn, err
+	}, func(late *dbus.Conn) { late.Close() })
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("%w: %s", errNoSystemdSocket, s.socket)
+	case err != nil:
+		return nil, fmt.Errorf("systemd %s: %w", s.socket, err)
 	}
+	return conn, nil
 }
 
 func (s *systemdUnits) close() {

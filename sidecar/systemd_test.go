@@ -1,6 +1,11 @@
 package sidecar
 
 import (
+	"context"
+	"errors"
+	"net"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,5 +81,59 @@ func TestUnitPath(t *testing.T) {
 	}
 	if unitName("crio") != "crio.service" || unitName("docker.socket") != "docker.socket" {
 		t.Error("unitName")
+	}
+}
+
+// A manager that takes the connection but never answers (PID 1 busy)
+// does not hold the run past its context: the dial gives up at the
+// deadline and says so, and the connection it leaves is not kept.
+func TestSystemdDialBounded(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "private")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // accepted, never answered
+		}
+	}()
+	u := &systemdUnits{socket: sock}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	conn, err := u.dial(ctx)
+	if took := time.Since(start); err == nil || !errors.Is(err, context.DeadlineExceeded) || took > time.Second {
+		t.Fatalf("dial: %v, %v after %s: want the deadline, at once", conn, err, took)
+	}
+	if !strings.Contains(err.Error(), "systemd "+sock) {
+		t.Errorf("error %q does not name the socket", err)
+	}
+}
+
+func TestWithinAbandons(t *testing.T) {
+	release, abandoned := make(chan struct{}), make(chan int, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	v, err := within(ctx, func() (int, error) { <-release; return 7, nil }, func(late int) { abandoned <- late })
+	if v != 0 || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("within: %d, %v: want 0 and the deadline", v, err)
+	}
+	close(release)
+	select {
+	case late := <-abandoned:
+		if late != 7 {
+			t.Errorf("abandon got %d, want 7", late)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the late result was not handed to abandon")
+	}
+	if v, err := within(context.Background(), func() (int, error) { return 3, nil }, nil); v != 3 || err != nil {
+		t.Errorf("within: %d, %v: want 3", v, err)
 	}
 }
