@@ -29,6 +29,9 @@ type PostgresSpec struct {
 	// dropped says how the server ended the watch's parked connection,
 	// until the watch parks again; nil otherwise.
 	dropped atomic.Pointer[pgDrop]
+	// fresh has a token when the check has opened a connection since the
+	// watch last parked one: the watch then parks a newer one.
+	fresh chan struct{}
 }
 
 // pgDrop is how the server ended the watch's parked connection: a FATAL
@@ -88,6 +91,7 @@ func (s *PostgresSpec) compile(*Check) (err error) {
 		return fmt.Errorf("dsn: %w", err)
 	}
 	s.cfg.RuntimeParams["application_name"] = "healthswitch-sidecar"
+	s.fresh = make(chan struct{}, 1)
 	if s.MaxConnectionsUsed == 0 {
 		s.MaxConnectionsUsed = DefaultMaxConnectionsUsed
 	}
@@ -140,6 +144,10 @@ func (s *PostgresSpec) query(ctx context.Context) (n slots, err error) {
 		if s.conn, err = pgx.ConnectConfig(ctx, s.cfg); err != nil {
 			s.conn = nil
 			return n, err
+		}
+		select {
+		case s.fresh <- struct{}{}:
+		default:
 		}
 	}
 	if err = s.conn.QueryRow(ctx, connectionsQuery).Scan(&n.used, &n.max, &n.reserved); err != nil {

@@ -28,14 +28,24 @@ import (
 func watchPostgres(ctx context.Context, c *Check, wake func()) error {
 	cfg := c.Postgres.cfg.Copy()
 	cfg.RuntimeParams["application_name"] = "healthswitch-sidecar-watch"
-	var said *pgconn.Notice // the backend's last words, if it said the server is going down
+	// said is the parked backend's last words, if it said the server is
+	// going down. They are the event: the backend sends them before it
+	// exits, and its socket ends only once the kernel has torn the process
+	// down (a millisecond or more later).
+	var said *pgconn.Notice
 	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
-		if goingDown(n) {
+		if goingDown(n) && said == nil {
 			said = n
+			c.Postgres.dropped.Store(&pgDrop{why: n.Severity + " " + n.Code + " " + n.Message, at: time.Now(), down: true})
+			wake()
 		}
 	}
 	channel := "healthswitch_watch_" + randomHex(6)
 	bo := watchBackoff(c, connBackoff)
+	select { // a connection the check opened before the watch began is older than the first parked one
+	case <-c.Postgres.fresh:
+	default:
+	}
 	// pending: the parked connection ended; the check is woken at once and
 	// again when the next attempt resolves. The server ends every backend
 	// at once, but ours may end a moment before the check's own connection:
@@ -69,28 +79,61 @@ func watchPostgres(ctx context.Context, c *Check, wake func()) error {
 		bo.reset()
 		start := time.Now()
 		said = nil
-		_, err = conn.WaitForNotification(ctx)
+		conn, err = parked(ctx, c, cfg, channel, conn)
 		closeQuietly(conn)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		// Any end of the parked connection is the event; the check says why.
-		// How it ended is kept for the check: a server that said it is
-		// going down is down; otherwise its own connection failing at the
-		// same time is the fault, with no reconnection to wait for.
-		d := &pgDrop{why: err.Error(), at: time.Now(), down: said != nil}
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) {
-			d.why = pgErr.Code + " " + pgErr.Message
+		// How it ended is kept for the check: its own connection failing
+		// at the same time is the fault, with no reconnection to wait for.
+		// A server that said it is going down was reported as it said so.
+		if said == nil {
+			d := &pgDrop{why: err.Error(), at: time.Now()}
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) {
+				d.why = pgErr.Code + " " + pgErr.Message
+			}
+			c.Postgres.dropped.Store(d)
 		}
-		if said != nil {
-			d.why = said.Severity + " " + said.Code + " " + said.Message + ", then " + d.why
-		}
-		c.Postgres.dropped.Store(d)
 		wake()
 		pending = true
 		if time.Since(start) < 10*time.Millisecond && !bo.wait(ctx) { // never spin on a server that drops us
 			return ctx.Err()
+		}
+	}
+}
+
+// parked waits on the parked connection until it ends (or ctx does), and
+// returns the connection it waited on last with the error that ended it.
+// PostgreSQL ends its backends newest first, one after the other, on a
+// shutdown: each time the check opens a connection of its own, a new one
+// is parked behind it (then the old one closed), so that the parked
+// connection is the first of the two to go. The server's word on it
+// (goingDown) then reports the fault without waiting for the check's.
+func parked(ctx context.Context, c *Check, cfg *pgx.ConnConfig, channel string, conn *pgx.Conn) (*pgx.Conn, error) {
+	for {
+		wctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-c.Postgres.fresh:
+				cancel()
+			case <-wctx.Done():
+			}
+		}()
+		_, err := conn.WaitForNotification(wctx)
+		cancel()
+		// Only a wait that ended on our cancel: one that ended on the
+		// server's word at the same moment is the event.
+		if ctx.Err() != nil || !errors.Is(err, context.Canceled) {
+			return conn, err
+		}
+		// Cancelled by us: pgx leaves the connection open on a cancelled
+		// wait, so the old one stays parked until the new one is.
+		if newer, err := parkPostgres(ctx, c, cfg, channel); err == nil {
+			closeQuietly(conn)
+			conn = newer
+			traced(c, "parked again behind the check's connection")
 		}
 	}
 }

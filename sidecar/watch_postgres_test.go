@@ -35,6 +35,8 @@ func TestPostgresWatch(t *testing.T) {
 		{"immediate", "the server is going down: it said so as it ended the watch's connection (WARNING 57P01 "},
 	} {
 		testutil.WaitFor(t, 5*time.Second, "a parked connection", func() bool { return sources("parked connection") == i+1 })
+		// PostgreSQL ends backends newest first: the parked one goes first.
+		testutil.WaitFor(t, 5*time.Second, "the parked connection newer than the check's", func() bool { return parkedNewest(t, pg.DSN) })
 		start := time.Now()
 		if err := pg.Stop(stop.mode); err != nil {
 			t.Fatal(err)
@@ -174,4 +176,23 @@ func TestGoingDown(t *testing.T) {
 			t.Errorf("%s %s: goingDown %v, want %v", c.severity, c.code, got, c.want)
 		}
 	}
+}
+
+// parkedNewest says whether the watch's parked connection to dsn's server
+// started after the check's own one (both there).
+func parkedNewest(t *testing.T, dsn string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var newer bool
+	err = conn.QueryRow(ctx, `SELECT coalesce((SELECT max(backend_start) FROM pg_stat_activity WHERE application_name = 'healthswitch-sidecar-watch')
+	    > (SELECT max(backend_start) FROM pg_stat_activity WHERE application_name = 'healthswitch-sidecar'), false)`).Scan(&newer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newer
 }
