@@ -28,9 +28,9 @@ import (
 
 // Event-driven checks (Contract 8): fault → changed DNS answer for each
 // event source, beside the same fault under 100 ms polling (watch: off), in
-// the same run against the same DNS server. One lane per source and mode;
-// each lane is a cluster with its own sidecar, and a name it shares with an
-// always-up spare cluster. One lane runs at a time: a source's modes one
+// the same run. One lane per source and mode; each lane is a cluster with
+// its own sidecar, and a name it shares with an always-up spare cluster.
+// One lane at a time, on a DNS server of its own: a source's modes one
 // after the other.
 
 const (
@@ -96,38 +96,43 @@ type lane struct {
 
 func (b *bencher) events(ctx context.Context) []EventsResult {
 	dir := b.subdir("events")
-	var lanes []*lane
+	deadline := time.Now().Add(eventsBudget)
+	var out []EventsResult
 	for _, source := range laneSources {
 		if eventSources != "" && !strings.Contains(","+eventSources+",", ","+source+",") {
 			continue
 		}
 		for _, mode := range []string{"events", "polling"} {
-			l, err := laneMakers[source](dir, mode)
-			if err != nil {
-				log.Printf("events: %v", err)
-				continue
-			}
-			lanes = append(lanes, l)
+			out = append(out, b.eventsLane(ctx, filepath.Join(dir, source+"-"+mode), source, mode, deadline)...)
 		}
 	}
-	defer func() {
-		for _, l := range lanes {
-			if l.close != nil {
-				l.close()
-			}
-		}
-	}()
-	var ready []*lane
-	for _, l := range lanes {
-		if err := l.setup(); err != nil {
-			log.Printf("events %s/%s: setup: %v", l.source, l.mode, err)
-			continue
-		}
-		ready = append(ready, l)
+	return out
+}
+
+// eventsLane runs one lane alone, on a DNS server of its own, with nothing
+// of the other lanes alive: their servers, daemons and sidecars (polled
+// ones run every 100 ms) would load the machine while a fault is timed in
+// milliseconds.
+func (b *bencher) eventsLane(ctx context.Context, dir, source, mode string, deadline time.Time) []EventsResult {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		log.Printf("events %s/%s: %v", source, mode, err)
+		return nil
 	}
-	out, err := b.eventsRun(ctx, dir, ready)
+	l, err := laneMakers[source](dir, mode)
 	if err != nil {
 		log.Printf("events: %v", err)
+		return nil
+	}
+	if l.close != nil {
+		defer l.close()
+	}
+	if err := l.setup(); err != nil {
+		log.Printf("events %s/%s: setup: %v", source, mode, err)
+		return nil
+	}
+	out, err := b.eventsRun(ctx, dir, []*lane{l}, deadline)
+	if err != nil {
+		log.Printf("events %s/%s: %v", source, mode, err)
 	}
 	return out
 }
@@ -509,7 +514,7 @@ func criLane(_, mode string) (*lane, error) {
 		}}, nil
 }
 
-func (b *bencher) eventsRun(ctx context.Context, dir string, lanes []*lane) ([]EventsResult, error) {
+func (b *bencher) eventsRun(ctx context.Context, dir string, lanes []*lane, deadline time.Time) ([]EventsResult, error) {
 	dnsPort, _ := demo.FreePort("127.0.0.1")
 	apiPort, _ := demo.FreePort("127.0.0.1")
 	opt := demo.Options{Dir: dir, CoreDNS: b.coredns, Sidecar: b.sidecar,
@@ -552,22 +557,12 @@ func (b *bencher) eventsRun(ctx context.Context, dir string, lanes []*lane) ([]E
 	if err != nil {
 		return collect(), err
 	}
-	// One lane at a time, a source's modes one after the other: a
-	// lane's repair (a PostgreSQL crash recovery, a libvirt domain start)
-	// would otherwise load the machine while the other lane's fault is
-	// measured, and the events lane is timed in milliseconds.
-	deadline := time.Now().Add(eventsBudget)
-	for _, source := range laneSources {
-		for i, l := range lanes {
-			if l.source != source {
-				continue
-			}
-			l.faults(i, opt.DNS, deadline)
-			// The server keeps its last 256 transitions (two per fault):
-			// read them per lane.
-			if evs, err := demo.Events(opt.API); err == nil {
-				l.detected(laneClust(i), evs)
-			}
+	for i, l := range lanes {
+		l.faults(i, opt.DNS, deadline)
+		// The server keeps its last 256 transitions (two per fault): read
+		// them per lane.
+		if evs, err := demo.Events(opt.API); err == nil {
+			l.detected(laneClust(i), evs)
 		}
 	}
 	return collect(), nil
@@ -627,7 +622,7 @@ func eventsMarkdown(b *strings.Builder, rs []EventsResult) {
 		return
 	}
 	b.WriteString("## Event-driven checks: fault → changed DNS answer per event source\n\n")
-	fmt.Fprintf(b, "The real bin/coredns and one bin/healthswitch-sidecar per lane; the DNS answer polled every %s over raw UDP (miekg/dns). Each fault at a random phase; *events* is the check with its event source on (`watch: on`) and a %s safety poll, *polling* the same check with `watch: off` every %s, both in the same run against the same DNS server, one lane at a time: a source's two modes one after the other. fall 1, rise 1 everywhere (rise only affects recovery). *Detected* is to the start of the sidecar's failing run (`observed_at` of the DNS server's transition): a run that then waits on the server (the postgres check's query on a fast shutdown) counts its wait after it. Goal: p99 ≤ 10 ms.\n\n", eventsPollDNS, eventsSafety, eventsPolling)
+	fmt.Fprintf(b, "The real bin/coredns and one bin/healthswitch-sidecar per lane; the DNS answer polled every %s over raw UDP (miekg/dns). Each fault at a random phase; *events* is the check with its event source on (`watch: on`) and a %s safety poll, *polling* the same check with `watch: off` every %s, both in the same run, one lane at a time (a source's two modes one after the other), each on a DNS server of its own with nothing of the other lanes running: a lane's repair (a PostgreSQL crash recovery) or a polled sidecar would load the machine while a fault is timed in milliseconds. fall 1, rise 1 everywhere (rise only affects recovery). *Detected* is to the start of the sidecar's failing run (`observed_at` of the DNS server's transition): a run that then waits on the server (the postgres check's query on a fast shutdown) counts its wait after it. Goal: p99 ≤ 10 ms.\n\n", eventsPollDNS, eventsSafety, eventsPolling)
 	b.WriteString("| source | mode | faults | p50 | p95 | p99 | max | p50 vs polling | p99 vs polling | detected p50 / p99 | fault |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	base := map[string]EventsResult{}
 	for _, r := range rs {
