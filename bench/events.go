@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -577,6 +579,11 @@ func (l *lane) faults(i int, dnsAddr string, deadline time.Time) {
 		both = laneIP(i) + " " + spareIP()
 	}
 	worst := 3 * time.Second
+	// What earlier sections left on this process's heap is collected now,
+	// not by a collector cycle (a core's worth of marking) while a fault is
+	// timed.
+	runtime.GC()
+	debug.FreeOSMemory()
 	for range eventsFaults {
 		time.Sleep(rand.N(eventsPolling) + 20*time.Millisecond) // a random phase against the poll timer
 		if time.Until(deadline) < worst {
