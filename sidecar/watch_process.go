@@ -78,7 +78,8 @@ func watchPID(ctx context.Context, c *Check, t *procTarget, wake func()) error {
 			continue
 		}
 		fd, err := pidfdOpen(pid, unix.PIDFD_NONBLOCK)
-		if errors.Is(err, unix.ESRCH) { // gone between finding and opening: find again
+		if errors.Is(err, unix.ESRCH) { // gone between finding and opening: the check decides, and the watch finds it again
+			wake()
 			if !bo.wait(ctx) {
 				return ctx.Err()
 			}
@@ -90,7 +91,8 @@ func watchPID(ctx context.Context, c *Check, t *procTarget, wake func()) error {
 		// The pid may have been reused between finding and opening; the fd
 		// now pins this process, so a second look is conclusive.
 		if again, err := t.resolve(ctx, pid); err != nil || again != pid {
-			unix.Close(fd)
+			unix.Close(fd) // it exited (or changed) while we looked: the check decides
+			wake()
 			if !bo.wait(ctx) {
 				return ctx.Err()
 			}
