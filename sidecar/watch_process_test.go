@@ -290,3 +290,24 @@ func TestProcessLongCommandLine(t *testing.T) {
 	expect(t, newCheck(t, "process: {name: "+name+", match: wanted.conf}\ninterval: 5s"), true, "running as pid")
 	expect(t, newCheck(t, "process: {name: "+name+", match: other.conf}\ninterval: 5s"), false, "running but without other.conf")
 }
+
+// A daemon that exits while the watch takes its pidfd (after pidfd_open,
+// before the watch's second look at it) is down at once, not at the next
+// poll 10 s later: the watch that sees it gone wakes the check.
+func TestProcessWatchExitWhileOpening(t *testing.T) {
+	name := fmt.Sprintf("hs-%d-racer", os.Getpid())
+	d := startDaemon(t, name, "")
+	saved := pidfdOpen
+	var once sync.Once
+	pidfdOpen = func(pid, flags int) (int, error) {
+		fd, err := saved(pid, flags)
+		if pid == d.cmd.Process.Pid {
+			once.Do(func() { d.cmd.Process.Kill(); <-d.done }) // gone, and reaped, before the second look
+		}
+		return fd, err
+	}
+	t.Cleanup(func() { pidfdOpen = saved })
+	w := startWatched(t, newCheck(t, "process: {name: "+name+"}\ninterval: 10s\ntimeout: 1s\nfall: 1"))
+	took := w.waitState(t, 2*time.Second, hysteresis.Down)
+	t.Logf("down after %s (%s)", took, w.why())
+}
