@@ -53,7 +53,10 @@ type pgDrop struct {
 // (PostgreSQL 14+), 57P02 when every backend is ended after another one
 // crashed (and, before 14, for an immediate shutdown too). A fast
 // shutdown's FATAL 57P01 is no proof: pg_terminate_backend sends the same.
-// Codes and the unlocalized severity do not depend on lc_messages.
+// A backend sent SIGQUIT by hand says WARNING 57P01 too, but its exit code
+// makes the postmaster end every backend and restart (a crash restart): the
+// server is down then as well. Codes and the unlocalized severity do not
+// depend on lc_messages.
 func goingDown(n *pgconn.Notice) bool {
 	severity := n.SeverityUnlocalized
 	if severity == "" { // PostgreSQL before 9.6
