@@ -69,6 +69,10 @@ type nftReader struct {
 	moved chan struct{} // told when the namespace was found made again, for the watch
 }
 
+func newNFTReader(netns string) *nftReader {
+	return &nftReader{netns: netns, moved: make(chan struct{}, 1)}
+}
+
 // count counts the tables of the ruleset accepted by keep (nil: all) and
 // the rules inside their chains: what `nft list ruleset` shows, without
 // forking nft. On an error the socket is dropped; the next run opens a new

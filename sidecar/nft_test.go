@@ -151,7 +151,7 @@ func TestNFTablesNativeMatchesCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	wt, wr := countNFT(out)
-	r := &nftReader{netns: nsName(ns)}
+	r := newNFTReader(nsName(ns))
 	defer r.close()
 	gt, gr, err := r.count(nil)
 	if err != nil || gt != wt || gr != wr {

@@ -26,11 +26,11 @@ type IPTablesSpec struct {
 	native  bool // no command set: read natively when the backend is nf_tables
 	mu      sync.Mutex
 	backend string // iptables -V, once it answered
-	reader  nftReader
+	reader  *nftReader
 }
 
 func (s *IPTablesSpec) compile(*Check) error {
-	s.reader = nftReader{netns: s.Netns, moved: make(chan struct{}, 1)}
+	s.reader = newNFTReader(s.Netns)
 	if len(s.Command) == 0 {
 		s.native = true
 		s.Command = []string{"iptables", "-S"}
@@ -119,7 +119,7 @@ func watchIPTables(ctx context.Context, c *Check, wake func()) error {
 	case !isNFTBackend(backend):
 		return fmt.Errorf("%w: iptables is %s (the legacy backend has no events)", errCannotWatch, backend)
 	}
-	return watchNFT(ctx, c, &c.IPTables.reader, wake)
+	return watchNFT(ctx, c, c.IPTables.reader, wake)
 }
 
 // iptablesProgram is the iptables binary the check's command runs (for

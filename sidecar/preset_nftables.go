@@ -16,11 +16,11 @@ type NFTablesSpec struct {
 	Command  []string `yaml:"command"`   // fork this instead of reading netlink, e.g. [nft, list, ruleset]
 	MinRules int      `yaml:"min_rules"` // rules needed inside chains; default 0: any table will do
 
-	reader nftReader
+	reader *nftReader
 }
 
 func (s *NFTablesSpec) compile(*Check) error {
-	s.reader = nftReader{netns: s.Netns, moved: make(chan struct{}, 1)}
+	s.reader = newNFTReader(s.Netns)
 	if s.MinRules < 0 {
 		return fmt.Errorf("min_rules %d: must not be negative", s.MinRules)
 	}
@@ -54,7 +54,7 @@ func probeNFTables(ctx context.Context, c *Check) Result {
 
 // watchNFTables wakes the check on every nftables commit in its namespace.
 func watchNFTables(ctx context.Context, c *Check, wake func()) error {
-	return watchNFT(ctx, c, &c.NFTables.reader, wake)
+	return watchNFT(ctx, c, c.NFTables.reader, wake)
 }
 
 // countNFT counts tables and the rules inside chains of `nft list ruleset`.
