@@ -132,11 +132,11 @@ func (b *bencher) eventsLane(ctx context.Context, dir, source, mode string, dead
 		log.Printf("events %s/%s: setup: %v", source, mode, err)
 		return nil
 	}
-	out, err := b.eventsRun(ctx, dir, []*lane{l}, deadline)
+	res, err := b.eventsRun(ctx, dir, l, deadline)
 	if err != nil {
 		log.Printf("events %s/%s: %v", source, mode, err)
 	}
-	return out
+	return []EventsResult{res}
 }
 
 func timing(mode string) string {
@@ -516,67 +516,61 @@ func criLane(_, mode string) (*lane, error) {
 		}}, nil
 }
 
-func (b *bencher) eventsRun(ctx context.Context, dir string, lanes []*lane, deadline time.Time) ([]EventsResult, error) {
+// eventsRun injects l's faults against a DNS server and sidecar of its
+// own: l is cluster laneClust(0), sharing its name with an always-up spare.
+func (b *bencher) eventsRun(ctx context.Context, dir string, l *lane, deadline time.Time) (EventsResult, error) {
 	dnsPort, _ := demo.FreePort("127.0.0.1")
 	apiPort, _ := demo.FreePort("127.0.0.1")
 	opt := demo.Options{Dir: dir, CoreDNS: b.coredns, Sidecar: b.sidecar,
 		DNS: fmt.Sprintf("127.0.0.1:%d", dnsPort), API: fmt.Sprintf("127.0.0.1:%d", apiPort),
-		Zones: []string{"bench.test"}}
-	var clusters []string
-	for i, l := range lanes {
-		opt.Clusters = append(opt.Clusters, demo.ClusterSpec{Name: laneClust(i), IPs: []string{laneIP(i)}, Checks: []string{l.check}})
-		opt.Apps = append(opt.Apps, fmt.Sprintf("%s %s spare", laneName(i), laneClust(i)))
-		clusters = append(clusters, laneClust(i))
-		l.res = EventsResult{Source: l.source, Mode: l.mode, Fault: l.fault}
-	}
-	opt.Clusters = append(opt.Clusters, demo.ClusterSpec{Name: "spare", IPs: []string{spareIP()}})
-	var out []EventsResult
-	collect := func() []EventsResult {
-		for _, l := range lanes {
-			l.res.Faults = len(l.res.raw)
-			l.res.Client = dist(l.res.raw)
-			l.res.Detected = dist(l.res.detRaw)
-			if len(l.res.raw) > 0 {
-				s := append([]float64(nil), l.res.raw...)
-				sort.Float64s(s)
-				l.res.P95 = quantile(s, 0.95)
-			}
-			out = append(out, l.res)
-		}
-		return out
-	}
+		Zones: []string{"bench.test"},
+		Clusters: []demo.ClusterSpec{
+			{Name: laneClust(0), IPs: []string{laneIP(0)}, Checks: []string{l.check}},
+			{Name: "spare", IPs: []string{spareIP()}},
+		},
+		Apps: []string{fmt.Sprintf("%s %s spare", laneName(0), laneClust(0))}}
+	l.res = EventsResult{Source: l.source, Mode: l.mode, Fault: l.fault}
 	st, err := demo.NewStack(opt)
 	if err != nil {
-		return collect(), err
+		return l.result(), err
 	}
 	if err := st.Start(ctx); err != nil {
-		return collect(), err
+		return l.result(), err
 	}
 	defer st.Stop()
 	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	err = st.WaitStates(wctx, "up", clusters...)
+	err = st.WaitStates(wctx, "up", laneClust(0))
 	cancel()
 	if err != nil {
-		return collect(), err
+		return l.result(), err
 	}
-	for i, l := range lanes {
-		l.faults(i, opt.DNS, deadline)
-		// The server keeps its last 256 transitions (two per fault): read
-		// them per lane.
-		if evs, err := demo.Events(opt.API); err == nil {
-			l.detected(laneClust(i), evs)
-		}
+	l.faults(opt.DNS, deadline)
+	if evs, err := demo.Events(opt.API); err == nil {
+		l.detected(laneClust(0), evs)
 	}
-	return collect(), nil
+	return l.result(), nil
+}
+
+// result is the lane's figures from its samples.
+func (l *lane) result() EventsResult {
+	l.res.Faults = len(l.res.raw)
+	l.res.Client = dist(l.res.raw)
+	l.res.Detected = dist(l.res.detRaw)
+	if len(l.res.raw) > 0 {
+		s := append([]float64(nil), l.res.raw...)
+		sort.Float64s(s)
+		l.res.P95 = quantile(s, 0.95)
+	}
+	return l.res
 }
 
 // faults injects eventsFaults faults one after the other, each at a random
 // phase, and measures each to the first DNS answer without the cluster.
-func (l *lane) faults(i int, dnsAddr string, deadline time.Time) {
+func (l *lane) faults(dnsAddr string, deadline time.Time) {
 	r := demo.NewResolver(dnsAddr)
-	both := spareIP() + " " + laneIP(i)
-	if laneIP(i) < spareIP() {
-		both = laneIP(i) + " " + spareIP()
+	both := spareIP() + " " + laneIP(0)
+	if laneIP(0) < spareIP() {
+		both = laneIP(0) + " " + spareIP()
 	}
 	worst := 3 * time.Second
 	// What earlier sections left on this process's heap is collected now,
@@ -599,7 +593,7 @@ func (l *lane) faults(i int, dnsAddr string, deadline time.Time) {
 		l.res.injected = append(l.res.injected, t0)
 		injected := make(chan error, 1)
 		go func() { injected <- l.inject() }()
-		seen := waitAnswer(r, laneName(i), spareIP(), eventsPollDNS, t0.Add(worst))
+		seen := waitAnswer(r, laneName(0), spareIP(), eventsPollDNS, t0.Add(worst))
 		took := time.Since(t0)
 		if err := <-injected; err != nil {
 			l.res.Note = "inject: " + err.Error()
@@ -617,7 +611,7 @@ func (l *lane) faults(i int, dnsAddr string, deadline time.Time) {
 			l.res.Note = "restore: " + err.Error()
 			return
 		}
-		if !waitAnswer(r, laneName(i), both, 5*time.Millisecond, time.Now().Add(5*time.Second)) {
+		if !waitAnswer(r, laneName(0), both, 5*time.Millisecond, time.Now().Add(5*time.Second)) {
 			l.res.Note = "did not come back within 5 s"
 			return
 		}
