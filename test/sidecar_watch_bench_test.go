@@ -18,6 +18,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/healthswitch/healthswitch/internal/cridouble"
+	"github.com/healthswitch/healthswitch/internal/demo"
 	"github.com/healthswitch/healthswitch/internal/testutil"
 )
 
@@ -149,20 +150,11 @@ func cpuNanos(tb testing.TB, pid int) int64 {
 }
 
 func childNanos(tb testing.TB, pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	d, err := demo.ChildCPUTime(pid)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	// The fields after the command name (in parentheses, which may hold
-	// spaces): state is field 3, cutime 16 and cstime 17.
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	cu, err1 := strconv.ParseInt(f[13], 10, 64)
-	cs, err2 := strconv.ParseInt(f[14], 10, 64)
-	if err1 != nil || err2 != nil {
-		tb.Fatalf("/proc/%d/stat: %q", pid, b)
-	}
-	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
-	return (cu + cs) * tick.Nanoseconds()
+	return d.Nanoseconds()
 }
 
 func threadNanos(tb testing.TB, pid int) int64 {

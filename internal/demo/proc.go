@@ -90,25 +90,37 @@ func (p *Proc) signalAndWait(sig syscall.Signal, bound time.Duration) error {
 }
 
 // CPUTime is the user+system CPU the process has used so far.
-func CPUTime(pid int) (time.Duration, error) {
+func CPUTime(pid int) (time.Duration, error) { return statCPU(pid, 11) }
+
+// ChildCPUTime is the user+system CPU of the children the process has
+// waited for (a command it forked and reaped).
+func ChildCPUTime(pid int) (time.Duration, error) { return statCPU(pid, 13) }
+
+// statCPU is the sum of two clock-tick fields of /proc/PID/stat, the i-th
+// and the next counted from the field after the command name (utime 11,
+// cutime 13).
+func statCPU(pid, i int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}
 	// Fields after the command name, which is in parentheses and may hold spaces.
 	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
+	j := strings.LastIndexByte(s, ')')
+	if j < 0 {
 		return 0, errors.New("unexpected /proc stat format")
 	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
+	f := strings.Fields(s[j+1:])
+	if len(f) < i+2 {
 		return 0, errors.New("unexpected /proc stat format")
 	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
+	a, err1 := strconv.ParseInt(f[i], 10, 64)
+	c, err2 := strconv.ParseInt(f[i+1], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("unexpected /proc stat format: %q", b)
+	}
 	const clockTicks = 100 // USER_HZ on Linux
-	return time.Duration(ut+st) * time.Second / clockTicks, nil
+	return time.Duration(a+c) * time.Second / clockTicks, nil
 }
 
 // RSS is the resident set size of the process in bytes.
