@@ -86,7 +86,9 @@ func TestUnitPath(t *testing.T) {
 
 // A manager that takes the connection but never answers (PID 1 busy)
 // does not hold the run past its context: the dial gives up at the
-// deadline and says so, and the connection it leaves is not kept.
+// deadline and says so. (serveSocket would not do here: it hangs up on the
+// first byte, the client's AUTH.) A late connection is closed by within's
+// abandon, which TestWithinAbandons covers.
 func TestSystemdDialBounded(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "private")
 	ln, err := net.Listen("unix", sock)
