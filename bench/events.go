@@ -46,9 +46,15 @@ const (
 // laneSources are the event sources measured, in order, and laneMakers
 // their lanes.
 var (
-	laneSources = []string{"process", "cgroup", "http", "postgres", "postgres-fast", "nftables", "vm", "pods"}
+	laneSources = []string{"process", "cgroup", "http", "postgres", "postgres-fast", "postgres-lockfile", "postgres-fast-lockfile", "nftables", "vm", "pods"}
 	laneMakers  = map[string]func(string, string) (*lane, error){"process": processLane, "cgroup": cgroupLane, "http": httpLane,
-		"postgres": postgresLane, "postgres-fast": postgresFastLane, "nftables": nftLane, "vm": vmLane, "pods": criLane}
+		"postgres":          func(_, mode string) (*lane, error) { return pgLane("postgres", mode, syscall.SIGQUIT, false) },
+		"postgres-fast":     func(_, mode string) (*lane, error) { return pgLane("postgres-fast", mode, syscall.SIGINT, false) },
+		"postgres-lockfile": func(_, mode string) (*lane, error) { return pgLane("postgres-lockfile", mode, syscall.SIGQUIT, true) },
+		"postgres-fast-lockfile": func(_, mode string) (*lane, error) {
+			return pgLane("postgres-fast-lockfile", mode, syscall.SIGINT, true)
+		},
+		"nftables": nftLane, "vm": vmLane, "pods": criLane}
 )
 
 // eventSources limits the events section to these sources (the -sources
@@ -269,17 +275,12 @@ func httpLane(_ string, mode string) (*lane, error) {
 		setup: start, inject: d.kill, restore: start, close: func() { d.kill() }}, nil
 }
 
-// postgresLane: PostgreSQL's postmaster sent SIGQUIT (what pg_ctl stop -m
-// immediate sends, without forking pg_ctl inside the measurement); started
-// again with pg_ctl. postgresFastLane: SIGINT, what pg_ctl stop -m fast
-// sends.
-func postgresLane(_, mode string) (*lane, error) { return pgLane("postgres", mode, syscall.SIGQUIT) }
-
-func postgresFastLane(_, mode string) (*lane, error) {
-	return pgLane("postgres-fast", mode, syscall.SIGINT)
-}
-
-func pgLane(source, mode string, sig syscall.Signal) (*lane, error) {
+// pgLane: PostgreSQL's postmaster sent SIGQUIT (what pg_ctl stop -m
+// immediate sends, without forking pg_ctl inside the measurement) or SIGINT
+// (pg_ctl stop -m fast); started again with pg_ctl. With lockFile, the
+// check has the server's data_dir and watches its postmaster.pid beside the
+// parked connection.
+func pgLane(source, mode string, sig syscall.Signal, lockFile bool) (*lane, error) {
 	if testutil.PostgresBin() == "" {
 		return nil, errors.New("no PostgreSQL server binaries")
 	}
@@ -302,8 +303,13 @@ func pgLane(source, mode string, sig syscall.Signal) (*lane, error) {
 	if sig == syscall.SIGINT {
 		fault, stop = "postmaster SIGINT (= pg_ctl stop -m fast); started again with pg_ctl", "fast"
 	}
+	spec := fmt.Sprintf("dsn: '%s'", pg.DSN)
+	if lockFile {
+		spec += ", data_dir: " + pg.DataDir()
+		fault += "; the check watches postmaster.pid (data_dir)"
+	}
 	return &lane{source: source, mode: mode, fault: fault,
-		check: fmt.Sprintf("{name: db, postgres: {dsn: '%s'}, %s}", pg.DSN, timing(mode)),
+		check: fmt.Sprintf("{name: db, postgres: {%s}, %s}", spec, timing(mode)),
 		setup: pg.Start,
 		inject: func() error {
 			pid, err := pg.PostmasterPID()

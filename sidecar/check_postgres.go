@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +24,11 @@ const DefaultMaxConnectionsUsed = 0.9
 type PostgresSpec struct {
 	DSN                string  `yaml:"dsn"`                  // libpq URL or key=value string
 	MaxConnectionsUsed float64 `yaml:"max_connections_used"` // 0 < ratio <= 1, default 0.9
+	// DataDir is the server's data directory, where the sidecar can read
+	// it (the same host, or the pod's data volume, as the server's user or
+	// root): the postmaster marks its postmaster.pid "stopping" the moment
+	// a shutdown begins, before it ends any connection.
+	DataDir string `yaml:"data_dir"`
 
 	cfg  *pgx.ConnConfig
 	mu   sync.Mutex
@@ -32,6 +40,10 @@ type PostgresSpec struct {
 	// fresh has a token when the check has opened a connection since the
 	// watch last parked one: the watch then parks a newer one.
 	fresh chan struct{}
+	// stopping has a token when the lock file said the server is shutting
+	// down: the watch lets its parked connection go, which a smart
+	// shutdown would otherwise wait for.
+	stopping chan struct{}
 }
 
 // pgDrop is how the server ended the watch's parked connection: a FATAL
@@ -65,6 +77,28 @@ func goingDown(n *pgconn.Notice) bool {
 	return n.Code == "57P02" || n.Code == "57P01" && severity == "WARNING"
 }
 
+// The postmaster's lock file in the data directory, and the status its
+// eighth line holds from PostgreSQL 10 on (padded to one length, so that it
+// is rewritten in place): "starting", "ready   ", "standby ", or "stopping"
+// from the moment a shutdown request (smart, fast or immediate) arrives,
+// before any backend is told.
+const (
+	lockFile   = "postmaster.pid"
+	pmStopping = "stopping"
+)
+
+// stopping says whether the postmaster of dataDir has begun to shut down.
+// A lock file that is missing or cannot be read says nothing: the check's
+// connection decides then.
+func stopping(dataDir string) bool {
+	b, err := os.ReadFile(filepath.Join(dataDir, lockFile))
+	if err != nil {
+		return false
+	}
+	lines := strings.Split(string(b), "\n")
+	return len(lines) > 7 && strings.TrimSpace(lines[7]) == pmStopping
+}
+
 // connectionsQuery counts client connections only: PostgreSQL's own
 // background processes also appear in pg_stat_activity but do not use up
 // max_connections slots. The slots kept for superusers
@@ -95,6 +129,17 @@ func (s *PostgresSpec) compile(*Check) (err error) {
 	}
 	s.cfg.RuntimeParams["application_name"] = "healthswitch-sidecar"
 	s.fresh = make(chan struct{}, 1)
+	s.stopping = make(chan struct{}, 1)
+	if s.DataDir != "" {
+		if !filepath.IsAbs(s.DataDir) {
+			return fmt.Errorf("data_dir %q: must be an absolute path", s.DataDir)
+		}
+		// PG_VERSION is there whenever initdb has run, up or down; reading
+		// it proves the sidecar may look into the folder too.
+		if _, err := os.ReadFile(filepath.Join(s.DataDir, "PG_VERSION")); err != nil {
+			return fmt.Errorf("data_dir %s: not a PostgreSQL data directory the sidecar can read: %w", s.DataDir, err)
+		}
+	}
 	if s.MaxConnectionsUsed == 0 {
 		s.MaxConnectionsUsed = DefaultMaxConnectionsUsed
 	}
@@ -108,6 +153,10 @@ func probePostgres(ctx context.Context, c *Check) Result {
 	s := c.Postgres
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.DataDir != "" && stopping(s.DataDir) {
+		s.dropLocked() // a smart shutdown waits for every client to leave
+		return fail(fmt.Errorf("postgres %s: the server is shutting down: %s says %s", s.cfg.Host, filepath.Join(s.DataDir, lockFile), pmStopping))
+	}
 	// The server said, just now, as it ended the watch's connection, that
 	// it is going down: the run that event wakes says so at once, without
 	// waiting for the check's own backend to be ended too. It is told once:
@@ -148,10 +197,7 @@ func (s *PostgresSpec) query(ctx context.Context) (n slots, err error) {
 			s.conn = nil
 			return n, err
 		}
-		select {
-		case s.fresh <- struct{}{}:
-		default:
-		}
+		signal(s.fresh)
 	}
 	if err = s.conn.QueryRow(ctx, connectionsQuery).Scan(&n.used, &n.max, &n.reserved); err != nil {
 		s.dropLocked()

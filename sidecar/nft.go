@@ -91,10 +91,7 @@ func (r *nftReader) count(keep func(*nftables.Table) bool) (tables, rules int, e
 		}
 		if ns = st.Ino; r.conn != nil && ns != r.ns {
 			r.closeLocked()
-			select {
-			case r.moved <- struct{}{}:
-			default:
-			}
+			signal(r.moved)
 		}
 	}
 	if r.conn == nil {

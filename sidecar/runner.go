@@ -184,10 +184,7 @@ func (r *runner) observe(res Result) {
 		result = "fail"
 	}
 	if res.Healthy && r.check.passed != nil {
-		select { // tell a source in backoff that the thing is back
-		case r.check.passed <- struct{}{}:
-		default:
-		}
+		signal(r.check.passed) // tell a source in backoff that the thing is back
 	}
 	r.m.checkRuns.WithLabelValues(name, result).Inc()
 	r.m.checkDuration.WithLabelValues(name).Observe(res.Duration.Seconds())

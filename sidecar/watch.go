@@ -144,6 +144,22 @@ func readFD(ctx context.Context, f *os.File, buf []byte) (int, error) {
 	return n, err
 }
 
+// signal leaves a token in a one-slot channel, unless one is there already.
+func signal(ch chan<- struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// drain takes the token of a one-slot channel, if there is one.
+func drain(ch <-chan struct{}) {
+	select {
+	case <-ch:
+	default:
+	}
+}
+
 // errCannotWatch marks the errors of a source that cannot start here.
 var errCannotWatch = errors.New("event source cannot start")
 

@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -27,27 +28,37 @@ func watchCgroup(ctx context.Context, c *Check, wake func()) error {
 }
 
 func watchCgroupV2(ctx context.Context, c *Check, wake func()) error {
+	open := func() (*os.File, error) { return inotifyCgroup(c.Cgroup.Path) }
+	return watchInotify(ctx, c, "inotify", open, "", wake)
+}
+
+// watchInotify wakes the check on the events of the inotify descriptor
+// that open makes (only those of the entry name, if given) until the
+// watched file or folder goes away; then it opens one again (with backoff)
+// once it is back, and wakes the check on each of those changes too. what
+// names the source for traced.
+func watchInotify(ctx context.Context, c *Check, what string, open func() (*os.File, error), name string, wake func()) error {
 	bo := watchBackoff(c, connBackoff)
 	first := true
 	for {
-		f, err := inotifyCgroup(c.Cgroup.Path)
+		f, err := open()
 		if err != nil {
 			if isCannotWatch(err) {
 				return err
 			}
-			// The cgroup is gone (its pod deleted): it may come back.
+			// Gone (a pod's cgroup deleted, a data directory moved): it may come back.
 			if !bo.wait(ctx) {
 				return ctx.Err()
 			}
 			continue
 		}
-		traced(c, "inotify")
+		traced(c, what)
 		if !first {
 			wake() // back: the check may pass again
 		}
 		first = false
 		bo.reset()
-		err = readInotify(ctx, f, wake)
+		err = readInotify(ctx, f, name, wake)
 		f.Close()
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -55,7 +66,7 @@ func watchCgroupV2(ctx context.Context, c *Check, wake func()) error {
 		if err != nil {
 			return fmt.Errorf("%w: inotify: %w", errCannotWatch, err)
 		}
-		wake() // the watch ended: the cgroup was removed
+		wake() // the watch ended: what it watched was removed
 	}
 }
 
@@ -81,27 +92,34 @@ func inotifyCgroup(dir string) (*os.File, error) {
 	return f, nil
 }
 
-// readInotify wakes on every modification until a watched file goes away
-// (IN_IGNORED: the cgroup was removed); nil then.
-func readInotify(ctx context.Context, f *os.File, wake func()) error {
+// readInotify wakes on every event until a watched file or folder goes
+// away (IN_IGNORED: the cgroup, or the data directory, was removed); nil
+// then. With a name, only the events of that entry of a watched folder
+// wake (and a queue overflow, which may have lost one).
+func readInotify(ctx context.Context, f *os.File, name string, wake func()) error {
 	buf := make([]byte, 4096)
 	for {
 		n, err := readFD(ctx, f, buf)
 		if err != nil {
 			return err
 		}
-		gone := false
+		gone, woke := false, false
 		for off := 0; off+unix.SizeofInotifyEvent <= n; {
 			ev := (*unix.InotifyEvent)(unsafePointer(&buf[off]))
+			entry := buf[off+unix.SizeofInotifyEvent : off+unix.SizeofInotifyEvent+int(ev.Len)]
 			if ev.Mask&unix.IN_IGNORED != 0 {
 				gone = true
+			} else if name == "" || ev.Mask&unix.IN_Q_OVERFLOW != 0 || string(bytes.TrimRight(entry, "\x00")) == name {
+				woke = true
 			}
 			off += unix.SizeofInotifyEvent + int(ev.Len)
 		}
 		if gone {
 			return nil
 		}
-		wake()
+		if woke {
+			wake()
+		}
 	}
 }
 

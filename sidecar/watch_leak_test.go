@@ -17,7 +17,7 @@ import (
 // TestWatchersLeakNothingAcrossReloads reloads a sidecar whose checks have
 // every kind of event source (pidfd, held HTTP, TCP and unix connections,
 // inotify and cgroup v1's eventfd as root, a parked PostgreSQL connection
-// where PostgreSQL is installed, and one source that falls back) 100 times,
+// and its data directory's lock file where PostgreSQL is installed, and one source that falls back) 100 times,
 // each time waiting until the new generation's sources are established, and
 // fails if goroutines or file descriptors grow.
 func TestWatchersLeakNothingAcrossReloads(t *testing.T) {
@@ -55,9 +55,10 @@ func TestWatchersLeakNothingAcrossReloads(t *testing.T) {
 		}
 	}
 	if testutil.PostgresBin() != "" {
-		dsn, _ := testutil.StartPostgres(t, 50)
-		checks = append(checks, "{name: db, postgres: {dsn: '"+dsn+"'}}")
+		pg := testutil.StartPostgresServer(t, 50)
+		checks = append(checks, "{name: db, postgres: {dsn: '"+pg.DSN+"', data_dir: "+pg.DataDir()+"}}")
 		want["db/parked connection"] = 1
+		want["db/lock file"] = 1
 	}
 	rc := newReceiver(t)
 	cfgText := "cluster: east\nkey_file: test.key\nreport_to: [" + rc.URL + "]\ninterval: 1s\nheartbeat: 1s\nlisten: 127.0.0.1:0\nchecks:\n  - " + strings.Join(checks, "\n  - ") + "\n"

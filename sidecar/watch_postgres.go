@@ -6,14 +6,68 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"golang.org/x/sys/unix"
 )
 
-// watchPostgres parks one connection of its own (beside the check's kept
+// watchPostgres watches the parked connection (watchParked) and, with a
+// data_dir, the postmaster's lock file there (watchLockFile).
+func watchPostgres(ctx context.Context, c *Check, wake func()) error {
+	if c.Postgres.DataDir == "" {
+		return watchParked(ctx, c, wake)
+	}
+	return watchAll(ctx,
+		func(ctx context.Context) error { return watchParked(ctx, c, wake) },
+		func(ctx context.Context) error { return watchLockFile(ctx, c, wake) },
+	)
+}
+
+// watchLockFile wakes the check whenever postmaster.pid is written,
+// created or removed (inotify on the data directory, which sees the file
+// replaced too). The postmaster rewrites it with "stopping" as soon as a
+// shutdown request arrives, and only then ends its backends, newest first:
+// the check reads the status (stopping) about a millisecond after the
+// request, where the parked connection would end a few later, and a fast
+// shutdown's would be no proof alone. The parked connection is then let go
+// (a smart shutdown waits for every client). A data directory that is
+// removed is waited for.
+func watchLockFile(ctx context.Context, c *Check, wake func()) error {
+	dir := c.Postgres.DataDir
+	open := func() (*os.File, error) { return inotifyDir(dir) }
+	return watchInotify(ctx, c, "lock file", open, lockFile, func() {
+		wake()
+		if stopping(dir) {
+			signal(c.Postgres.stopping)
+		}
+	})
+}
+
+// inotifyDir opens an inotify descriptor on the entries of dir: writes,
+// and entries created, removed or moved in or out.
+func inotifyDir(dir string) (*os.File, error) {
+	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("%w: inotify_init: %w", errCannotWatch, err)
+	}
+	f := os.NewFile(uintptr(fd), "inotify")
+	const mask = unix.IN_MODIFY | unix.IN_CLOSE_WRITE | unix.IN_CREATE | unix.IN_DELETE | unix.IN_MOVED_TO | unix.IN_MOVED_FROM | unix.IN_ONLYDIR
+	if _, err := unix.InotifyAddWatch(fd, dir, mask); err != nil {
+		f.Close()
+		if errors.Is(err, unix.ENOENT) {
+			return nil, err // removed: it may come back
+		}
+		return nil, fmt.Errorf("%w: %s: %w", errCannotWatch, dir, err)
+	}
+	return f, nil
+}
+
+// watchParked parks one connection of its own (beside the check's kept
 // one): it LISTENs on a private channel and waits for a notification that
 // never comes. PostgreSQL ends it with a FATAL error on a fast shutdown,
 // and with a WARNING (goingDown) then EOF when an immediate shutdown or a
@@ -25,7 +79,7 @@ import (
 // going down at once; otherwise, while the parked connection is down, a
 // failure of its own connection is not retried on a fresh one
 // (check_postgres.go).
-func watchPostgres(ctx context.Context, c *Check, wake func()) error {
+func watchParked(ctx context.Context, c *Check, wake func()) error {
 	cfg := c.Postgres.cfg.Copy()
 	cfg.RuntimeParams["application_name"] = "healthswitch-sidecar-watch"
 	// said is the parked backend's last words, if it said the server is
@@ -42,10 +96,7 @@ func watchPostgres(ctx context.Context, c *Check, wake func()) error {
 	}
 	channel := "healthswitch_watch_" + randomHex(6)
 	bo := watchBackoff(c, connBackoff)
-	select { // a connection the check opened before the watch began is older than the first parked one
-	case <-c.Postgres.fresh:
-	default:
-	}
+	drain(c.Postgres.fresh) // a connection the check opened before the watch began is older than the first parked one
 	// pending: the parked connection ended; the check is woken at once and
 	// again when the next attempt resolves. The server ends every backend
 	// at once, but ours may end a moment before the check's own connection:
@@ -71,6 +122,7 @@ func watchPostgres(ctx context.Context, c *Check, wake func()) error {
 			continue
 		}
 		c.Postgres.dropped.Store(nil)
+		drain(c.Postgres.stopping) // said of a server that is up again, or we could not have parked
 		traced(c, "parked connection")
 		if lost || pending {
 			wake()
@@ -114,12 +166,15 @@ func watchPostgres(ctx context.Context, c *Check, wake func()) error {
 func parked(ctx context.Context, c *Check, cfg *pgx.ConnConfig, channel string, conn *pgx.Conn) (*pgx.Conn, error) {
 	for {
 		wctx, cancel := context.WithCancel(ctx)
+		var letGo atomic.Bool
 		go func() {
 			select {
 			case <-c.Postgres.fresh:
-				cancel()
+			case <-c.Postgres.stopping:
+				letGo.Store(true)
 			case <-wctx.Done():
 			}
+			cancel()
 		}()
 		_, err := conn.WaitForNotification(wctx)
 		cancel()
@@ -127,6 +182,9 @@ func parked(ctx context.Context, c *Check, cfg *pgx.ConnConfig, channel string, 
 		// server's word at the same moment is the event.
 		if ctx.Err() != nil || !errors.Is(err, context.Canceled) {
 			return conn, err
+		}
+		if letGo.Load() {
+			return conn, errors.New("let go: the server is shutting down (" + lockFile + ")")
 		}
 		// Cancelled by us: pgx leaves the connection open on a cancelled
 		// wait, so the old one stays parked until the new one is.

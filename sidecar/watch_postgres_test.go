@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +53,66 @@ func TestPostgresWatch(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("started again: up after %s", w.waitState(t, 3*time.Second, hysteresis.Up))
+	}
+}
+
+// TestPostgresWatchLockFile: with data_dir, a smart shutdown, which ends
+// no connection, is down through the lock file alone (the server still
+// answers the sidecar's kept connection: only postmaster.pid says it is
+// stopping), and the sidecar lets its own connections go, so that the
+// shutdown ends as soon as the last application leaves. Fast and immediate
+// shutdowns are down within moments too, and each restart is up.
+func TestPostgresWatchLockFile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL four times")
+	}
+	pg := testutil.StartPostgresServer(t, 20)
+	sources := traceSources(t)
+	w := startWatched(t, newCheck(t, "postgres: {dsn: '"+pg.DSN+"', data_dir: "+pg.DataDir()+"}\ninterval: 10s\ntimeout: 2s\nrise: 1"))
+	testutil.WaitFor(t, 5*time.Second, "the lock file watched", func() bool { return sources("lock file") == 1 })
+	testutil.WaitFor(t, 5*time.Second, "a parked connection", func() bool { return sources("parked connection") == 1 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	app, err := pgx.Connect(ctx, pg.DSN) // an application's session: a smart shutdown waits for it
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- pg.Stop("smart") }()
+	w.waitState(t, time.Second, hysteresis.Down)
+	want := "the server is shutting down: " + filepath.Join(pg.DataDir(), "postmaster.pid") + " says stopping"
+	if why := w.changedBecause(); !strings.Contains(why, want) {
+		t.Errorf("pg_ctl stop -m smart: down because %q, want %q", why, want)
+	}
+	if err := app.Ping(ctx); err != nil {
+		t.Fatalf("the application's session during a smart shutdown: %v", err)
+	}
+	app.Close(ctx) // the last client but the sidecar's
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("pg_ctl stop -m smart still waits 15 s after the application left: the sidecar's connections hold the server up")
+	}
+	if err := pg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.waitState(t, 3*time.Second, hysteresis.Up)
+
+	for i, mode := range []string{"fast", "immediate"} {
+		testutil.WaitFor(t, 5*time.Second, "the watch parked again", func() bool { return sources("parked connection") >= i+2 })
+		if err := pg.Stop(mode); err != nil {
+			t.Fatal(err)
+		}
+		w.waitState(t, time.Second, hysteresis.Down)
+		t.Logf("pg_ctl stop -m %s: %s", mode, w.changedBecause())
+		if err := pg.Start(); err != nil {
+			t.Fatal(err)
+		}
+		w.waitState(t, 3*time.Second, hysteresis.Up)
 	}
 }
 

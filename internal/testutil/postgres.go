@@ -141,6 +141,9 @@ func StartPostgresStandby(t testing.TB, primary *Postgres) *Postgres {
 	return sb
 }
 
+// DataDir is the server's data directory.
+func (pg *Postgres) DataDir() string { return pg.data }
+
 func (pg *Postgres) port() string {
 	port, _, _ := strings.Cut(strings.TrimPrefix(pg.DSN, "postgres://probe@127.0.0.1:"), "/")
 	return port
