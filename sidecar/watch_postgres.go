@@ -96,6 +96,11 @@ func watchParked(ctx context.Context, c *Check, wake func()) error {
 	}
 	channel := "healthswitch_watch_" + randomHex(6)
 	bo := watchBackoff(c, connBackoff)
+	// A server shutting down (its lock file says so) refuses every new
+	// connection, and logs each refusal: a smart shutdown may wait minutes
+	// for its clients. The watch then knocks once per interval at most; a
+	// run that passes (the server back) ends the pause at once.
+	patient := watchBackoff(c, c.interval)
 	drain(c.Postgres.fresh) // a connection the check opened before the watch began is older than the first parked one
 	// pending: the parked connection ended; the check is woken at once and
 	// again when the next attempt resolves. The server ends every backend
@@ -116,7 +121,11 @@ func watchParked(ctx context.Context, c *Check, wake func()) error {
 				wake()
 			}
 			lost, pending = true, false
-			if !bo.wait(ctx) {
+			pause := bo
+			if s := c.Postgres; s.DataDir != "" && stopping(s.DataDir) {
+				pause = patient
+			}
+			if !pause.wait(ctx) {
 				return ctx.Err()
 			}
 			continue
@@ -129,6 +138,7 @@ func watchParked(ctx context.Context, c *Check, wake func()) error {
 		}
 		lost, pending = false, false
 		bo.reset()
+		patient.reset()
 		start := time.Now()
 		said = nil
 		conn, err = parked(ctx, c, cfg, channel, conn)

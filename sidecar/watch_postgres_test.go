@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -87,6 +88,20 @@ func TestPostgresWatchLockFile(t *testing.T) {
 	}
 	if err := app.Ping(ctx); err != nil {
 		t.Fatalf("the application's session during a smart shutdown: %v", err)
+	}
+	// While the shutdown waits for the application, the server refuses
+	// (and logs) every new connection: the watch knocks once per interval
+	// at most, not every 100 ms. A rate needs a window to be seen in.
+	refused := func() int {
+		b, _ := os.ReadFile(pg.LogFile())
+		return strings.Count(string(b), "the database system is shutting down")
+	}
+	before := refused()
+	time.Sleep(3 * time.Second)
+	if n := refused() - before; n > 15 {
+		t.Errorf("%d connections refused in 3 s of a smart shutdown: the watch knocks too often", n)
+	} else {
+		t.Logf("%d connections refused in 3 s of a smart shutdown", n)
 	}
 	app.Close(ctx) // the last client but the sidecar's
 	select {

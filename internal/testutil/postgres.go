@@ -144,6 +144,9 @@ func StartPostgresStandby(t testing.TB, primary *Postgres) *Postgres {
 // DataDir is the server's data directory.
 func (pg *Postgres) DataDir() string { return pg.data }
 
+// LogFile is where the server logs (pg_ctl -l).
+func (pg *Postgres) LogFile() string { return filepath.Join(pg.dir, "log") }
+
 func (pg *Postgres) port() string {
 	port, _, _ := strings.Cut(strings.TrimPrefix(pg.DSN, "postgres://probe@127.0.0.1:"), "/")
 	return port
@@ -156,7 +159,7 @@ func (pg *Postgres) Start() error {
 	if pg.running {
 		return nil
 	}
-	if err := pg.run("pg_ctl", "-D", pg.data, "-l", filepath.Join(pg.dir, "log"), "-w", "-t", "60", "-o", pg.opts, "start"); err != nil {
+	if err := pg.run("pg_ctl", "-D", pg.data, "-l", pg.LogFile(), "-w", "-t", "60", "-o", pg.opts, "start"); err != nil {
 		return err
 	}
 	pg.running = true
