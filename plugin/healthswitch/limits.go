@@ -100,8 +100,8 @@ func (g *connGuard) Accept() (net.Conn, error) {
 		g.mu.Lock()
 		if g.bySource[src] >= g.perSource && !g.trustedLocked(src) {
 			g.mu.Unlock()
+			apiConnsDropped.WithLabelValues("per_source").Inc() // counted before the client can see the close
 			c.Close()
-			apiConnsDropped.WithLabelValues("per_source").Inc()
 			continue
 		}
 		var victim *guardedConn
@@ -109,8 +109,8 @@ func (g *connGuard) Accept() (net.Conn, error) {
 			victim = g.oldestUntrusted()
 			if victim == nil {
 				g.mu.Unlock()
+				apiConnsDropped.WithLabelValues("full").Inc() // counted before the client can see the close
 				c.Close()
-				apiConnsDropped.WithLabelValues("full").Inc()
 				continue
 			}
 			victim.dropped.Store(true)
@@ -122,8 +122,8 @@ func (g *connGuard) Accept() (net.Conn, error) {
 		apiConnsOpen.Inc()
 		g.mu.Unlock()
 		if victim != nil {
-			victim.Conn.Close()
 			apiConnsDropped.WithLabelValues("evicted").Inc()
+			victim.Conn.Close()
 		}
 		return gc, nil
 	}
