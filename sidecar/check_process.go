@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -17,8 +18,6 @@ import (
 // is a pidfd (watch_process.go).
 type ProcessSpec struct {
 	procTarget `yaml:",inline"`
-
-	lastPID int // where the daemon was last seen: one read instead of a scan
 }
 
 // procTarget says how to find a daemon. The ovs and crio presets use it too.
@@ -27,6 +26,16 @@ type procTarget struct {
 	Name    string `yaml:"name"`    // program name (argv[0] base name)
 	Match   string `yaml:"match"`   // with name: an argument must contain this
 	Proc    string `yaml:"proc"`    // where procfs is mounted, default /proc
+
+	// found is where the check last found the daemon (0: nowhere): one
+	// read instead of a scan next time. watched is the pid the watch holds
+	// a pidfd of (0: none), and recheck has a token when the check found
+	// the daemon elsewhere: the process the watch holds is not the daemon
+	// (say, a child the daemon forked that matched until it ran exec, which
+	// no pidfd tells), and the watch takes the check's. A wrong pid is thus
+	// followed until the next run of the check, a safety poll at most.
+	found, watched atomic.Int64
+	recheck        chan struct{}
 }
 
 func (s *ProcessSpec) compile(*Check) error {
@@ -44,12 +53,23 @@ func (t *procTarget) defaults() {
 	if t.Proc == "" {
 		t.Proc = "/proc"
 	}
+	t.recheck = make(chan struct{}, 1)
+}
+
+// find is the check's resolve: it starts from where the daemon was last
+// found, and tells the watch when that is not the process it holds.
+func (t *procTarget) find(ctx context.Context) (int, error) {
+	pid, err := t.resolve(ctx, int(t.found.Load()))
+	t.found.Store(int64(pid))
+	if w := t.watched.Load(); w != 0 && w != int64(pid) {
+		signal(t.recheck)
+	}
+	return pid, err
 }
 
 func probeProcess(ctx context.Context, c *Check) Result {
 	s := c.Process
-	pid, err := s.resolve(ctx, s.lastPID)
-	s.lastPID = pid
+	pid, err := s.find(ctx)
 	if err != nil {
 		return fail(err)
 	}

@@ -17,8 +17,7 @@ type OVSSpec struct {
 	Socket  string `yaml:"socket"`  // e.g. /var/run/openvswitch/db.sock: must accept a connection; default not checked
 	Proc    string `yaml:"proc"`    // where procfs is mounted, default /proc
 
-	target  procTarget
-	lastPID int
+	target procTarget
 }
 
 func (s *OVSSpec) compile(*Check) error {
@@ -36,8 +35,7 @@ func (s *OVSSpec) compile(*Check) error {
 
 func probeOVS(ctx context.Context, c *Check) Result {
 	s := c.OVS
-	pid, err := s.target.resolve(ctx, s.lastPID)
-	s.lastPID = pid
+	pid, err := s.target.find(ctx)
 	if err != nil {
 		return fail(err)
 	}

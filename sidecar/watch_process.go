@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -68,10 +69,14 @@ func watchPID(ctx context.Context, c *Check, t *procTarget, wake func()) error {
 		return fmt.Errorf("%w: %s is not the procfs of this PID namespace (Kubernetes: hostPID)", errCannotWatch, t.Proc)
 	}
 	bo := watchBackoff(c, scanBackoff)
-	last := 0
+	last, rechecked := 0, false
 	for {
 		pid, err := t.resolve(ctx, last)
 		if err != nil {
+			if rechecked { // the check's daemon gone too, as the watch let go
+				wake()
+			}
+			rechecked = false
 			if !bo.wait(ctx) {
 				return ctx.Err()
 			}
@@ -99,16 +104,53 @@ func watchPID(ctx context.Context, c *Check, t *procTarget, wake func()) error {
 			continue
 		}
 		traced(c, "pidfd")
-		if last != 0 && pid != last {
-			wake() // a new process: the check may pass again
+		rechecked = false
+		if int64(pid) != t.found.Load() {
+			wake() // not where the check last found the daemon: it may pass again
 		}
 		last = pid
 		bo.reset()
-		if err := waitPidfd(ctx, fd); err != nil {
+		drain(t.recheck)
+		t.watched.Store(int64(pid))
+		recheck, err := waitPidfdOr(ctx, fd, t.recheck)
+		t.watched.Store(0)
+		if err != nil {
 			return err
+		}
+		if recheck {
+			// The check has just run and found the daemon elsewhere, or
+			// nowhere: the watch takes the check's pid (or scans), without
+			// waking it again, so that two processes that both match cannot
+			// make the two chase each other.
+			traced(c, "recheck")
+			last, rechecked = int(t.found.Load()), true
+			continue
 		}
 		wake()
 	}
+}
+
+// waitPidfdOr is waitPidfd that also ends, true, on a token of recheck.
+func waitPidfdOr(ctx context.Context, fd int, recheck <-chan struct{}) (bool, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var told atomic.Bool
+	go func() {
+		select {
+		case <-recheck:
+			told.Store(true)
+			cancel()
+		case <-wctx.Done():
+		}
+	}()
+	err := waitPidfd(wctx, fd)
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	if wctx.Err() != nil {
+		return told.Load(), nil
+	}
+	return false, err
 }
 
 // waitPidfd blocks until the process of fd exits (nil) or ctx ends; it

@@ -44,6 +44,20 @@ func startDaemon(t testing.TB, name string, pidfile string, args ...string) *dae
 	// subreaper, the orphan sweep after every command run must spare it.
 	started.Store(d.cmd.Process.Pid, struct{}{})
 	go func() { d.cmd.Wait(); close(d.done) }()
+	if len(args) > 0 {
+		// Ready once the shell's child has run exec: until then the child
+		// has the shell's command line, so two processes match.
+		pid := d.cmd.Process.Pid
+		testutil.WaitFor(t, 5*time.Second, "the daemon's sleep", func() bool {
+			children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+			for child := range strings.FieldsSeq(string(children)) {
+				if b, _ := os.ReadFile("/proc/" + child + "/cmdline"); strings.HasPrefix(string(b), "sleep\x00") {
+					return true
+				}
+			}
+			return false
+		})
+	}
 	t.Cleanup(func() {
 		started.Delete(d.cmd.Process.Pid)
 		if len(args) > 0 {
@@ -265,6 +279,45 @@ func TestDaemonPresetsWatch(t *testing.T) {
 			t.Logf("socket server back: up after %s", w.waitState(t, 3*time.Second, hysteresis.Up))
 		})
 	}
+}
+
+// TestProcessWatchTakesTheChecksPid: the watch holds a process that
+// matched and then ran exec into another program (a daemon's forked child
+// does so, and a pidfd says nothing of it). The check's next run (here
+// woken by hand, as the safety poll would) finds no daemon, and the watch
+// lets go of that process: a daemon started afterwards is up at once, not
+// at the next poll 10 s later.
+func TestProcessWatchTakesTheChecksPid(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "go")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("hs-%d-execer", os.Getpid())
+	// Matches (argv[0] name, an argument with the match) until a line
+	// arrives on the fifo, then becomes a plain sleep.
+	changer := &exec.Cmd{Path: "/bin/sh", Args: []string{name, "-c", "read line < $1; exec sleep 600", "x", fifo, "--daemon"}}
+	if err := changer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { changer.Process.Kill(); changer.Wait() })
+	opened := recordPidfds(t)
+	w := startWatched(t, newCheck(t, "process: {name: "+name+", match: '--daemon'}\ninterval: 10s\ntimeout: 1s\nfall: 1\nrise: 1"))
+	testutil.WaitFor(t, 5*time.Second, "a pidfd of the matching process", func() bool { return opened.has(int64(changer.Process.Pid)) })
+	if w.state() != hysteresis.Up {
+		t.Fatalf("state %s: %s", w.state(), w.why())
+	}
+	if err := os.WriteFile(fifo, []byte("now\n"), 0); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the process ran exec", func() bool {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", changer.Process.Pid))
+		return strings.HasPrefix(string(b), "sleep\x00")
+	})
+	w.r.wake() // the safety poll
+	w.waitState(t, 2*time.Second, hysteresis.Down)
+	startDaemon(t, name, "", "--daemon")
+	t.Logf("daemon started: up after %s", w.waitState(t, 2*time.Second, hysteresis.Up))
 }
 
 // TestProcessWatchOtherNamespace: a procfs that is not of the sidecar's PID
