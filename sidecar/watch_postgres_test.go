@@ -46,7 +46,7 @@ func TestPostgresWatch(t *testing.T) {
 		stopped := time.Since(start)
 		mode := stop.mode
 		w.waitState(t, time.Second, hysteresis.Down)
-		if why := w.changedBecause(); !strings.Contains(why, stop.why) {
+		if why := w.changedBecause(t); !strings.Contains(why, stop.why) {
 			t.Errorf("pg_ctl stop -m %s: down because %q, want %q", mode, why, stop.why)
 		}
 		t.Logf("pg_ctl stop -m %s (took %s): down %s after the stop began (%s)", mode, stopped, time.Since(start), w.why())
@@ -83,7 +83,7 @@ func TestPostgresWatchLockFile(t *testing.T) {
 	go func() { stopped <- pg.Stop("smart") }()
 	w.waitState(t, time.Second, hysteresis.Down)
 	want := "the server is shutting down: " + filepath.Join(pg.DataDir(), "postmaster.pid") + " says stopping"
-	if why := w.changedBecause(); !strings.Contains(why, want) {
+	if why := w.changedBecause(t); !strings.Contains(why, want) {
 		t.Errorf("pg_ctl stop -m smart: down because %q, want %q", why, want)
 	}
 	if err := app.Ping(ctx); err != nil {
@@ -123,7 +123,7 @@ func TestPostgresWatchLockFile(t *testing.T) {
 			t.Fatal(err)
 		}
 		w.waitState(t, time.Second, hysteresis.Down)
-		t.Logf("pg_ctl stop -m %s: %s", mode, w.changedBecause())
+		t.Logf("pg_ctl stop -m %s: %s", mode, w.changedBecause(t))
 		if err := pg.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -231,7 +231,7 @@ func TestPostgresWatchTerminatedIsNoFault(t *testing.T) {
 	w.r.wake()
 	testutil.WaitFor(t, 5*time.Second, "a run on the ended connection", func() bool { return runs() > before })
 	if w.state() != hysteresis.Up || changes() != changed {
-		t.Errorf("state %s, changed because %q: a terminated backend is no fault (last: %s)", w.state(), w.changedBecause(), w.why())
+		t.Errorf("state %s, changed because %q: a terminated backend is no fault (last: %s)", w.state(), w.changedBecause(t), w.why())
 	}
 }
 

@@ -24,7 +24,12 @@ type watched struct {
 	reg *prometheus.Registry
 
 	mu      sync.Mutex
-	changes []string // the reason of each debounced change, in order
+	changes []change // each debounced change, in order
+}
+
+type change struct {
+	to  hysteresis.State
+	why string
 }
 
 func startWatched(t testing.TB, c *Check) *watched {
@@ -32,10 +37,10 @@ func startWatched(t testing.TB, c *Check) *watched {
 	reg := prometheus.NewRegistry()
 	w := &watched{reg: reg}
 	w.r = newRunner(c, newMetrics(reg, "test"), slog.New(slog.NewTextHandler(io.Discard, nil)), func() {
-		why := w.why() // onChange runs in the loop, before the next run
+		ch := change{w.state(), w.why()} // onChange runs in the loop, before the next run
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		w.changes = append(w.changes, why)
+		w.changes = append(w.changes, ch)
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	w.r.once(ctx)
@@ -66,14 +71,22 @@ func (w *watched) waitState(t testing.TB, within time.Duration, want hysteresis.
 	return time.Since(start)
 }
 
-// changedBecause is the reason of the latest debounced change.
-func (w *watched) changedBecause() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.changes) == 0 {
-		return ""
-	}
-	return w.changes[len(w.changes)-1]
+// changedBecause is the reason of the latest debounced change, once the
+// change to the state the check is in now has been told (the state is
+// seen a moment before onChange is called).
+func (w *watched) changedBecause(t testing.TB) string {
+	t.Helper()
+	var why string
+	testutil.WaitFor(t, 2*time.Second, "the change to "+w.state().String()+" told", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if n := len(w.changes); n > 0 && w.changes[n-1].to == w.state() {
+			why = w.changes[n-1].why
+			return true
+		}
+		return false
+	})
+	return why
 }
 
 func (w *watched) why() string {
