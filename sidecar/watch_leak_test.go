@@ -219,14 +219,26 @@ func TestNodePresetsLeakNothingAcrossReloads(t *testing.T) {
 	generation := func(gen int) {
 		t.Helper()
 		before := runs()
-		testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("generation %d: every source established and every check passed once", gen), func() bool {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var missing []string
 			for what, n := range want {
 				if sources(what) < gen*n {
-					return false
+					missing = append(missing, what)
 				}
 			}
-			return ranSince(before)
-		})
+			if len(missing) == 0 && ranSince(before) {
+				return
+			}
+			if time.Now().After(deadline) {
+				var checks []string
+				for _, c := range s.Status().Checks {
+					checks = append(checks, fmt.Sprintf("%s: %d runs, ok %v, watch %s %s (%s)", c.Name, c.Runs, c.LastOK, c.Watch, c.WatchError, c.Detail))
+				}
+				t.Fatalf("generation %d: after 10 s, sources not established: %v; checks (runs before: %v): %s", gen, missing, before, strings.Join(checks, "; "))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 	generation(1)
 	goroutines, fds := runtime.NumGoroutine(), openFDs(t)
