@@ -61,8 +61,8 @@ func detectionCPU(tb testing.TB, corefile string) float64 {
 	s := realCoreDNS(tb, corefile)
 	time.Sleep(time.Second)
 	pid := s.cmd.Process.Pid
-	t0, c0 := time.Now(), cpuTicks(tb, pid)
+	t0, c0 := time.Now(), cpuTime(tb, pid)
 	time.Sleep(5 * time.Second)
-	t1, c1 := time.Now(), cpuTicks(tb, pid)
-	return float64(c1-c0) / 100 / t1.Sub(t0).Seconds() * 100
+	t1, c1 := time.Now(), cpuTime(tb, pid)
+	return percentOfCore(c1-c0, t1.Sub(t0))
 }

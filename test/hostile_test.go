@@ -434,13 +434,13 @@ func BenchmarkReportLatencyHostile(b *testing.B) {
 		// A heartbeat's pace, not a flood.
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
-		ticks, start := cpuTicks(b, s.cmd.Process.Pid), time.Now()
+		cpu, start := cpuTime(b, s.cmd.Process.Pid), time.Now()
 		var lat []time.Duration
 		for range n {
 			<-tick.C
 			lat = append(lat, reportLatencies(b, s.api, &seq, 1)...)
 		}
-		return lat, float64(cpuTicks(b, s.cmd.Process.Pid)-ticks) / 100 / time.Since(start).Seconds() * 100
+		return lat, percentOfCore(cpuTime(b, s.cmd.Process.Pid)-cpu, time.Since(start))
 	}
 	for range b.N {
 		base, cpuAlone := paced(400)

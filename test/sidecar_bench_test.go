@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/healthswitch/healthswitch/internal/demo"
 )
 
 // BenchmarkSidecarResources runs the built sidecar with 10 non-exec checks
@@ -129,32 +131,28 @@ func measureSidecar(tb testing.TB, bin, cfg string, received *atomic.Int64, warm
 	}
 	defer stop()
 	time.Sleep(warmup) // a measurement window, not a wait for a condition
-	t0, ticks0, n0 := time.Now(), cpuTicks(tb, cmd.Process.Pid), received.Load()
+	t0, cpu0, n0 := time.Now(), cpuTime(tb, cmd.Process.Pid), received.Load()
 	time.Sleep(window)
-	t1, ticks1, n1 := time.Now(), cpuTicks(tb, cmd.Process.Pid), received.Load()
+	t1, cpu1, n1 := time.Now(), cpuTime(tb, cmd.Process.Pid), received.Load()
 	rss := rssKiB(tb, cmd.Process.Pid)
 	stop() // stderr is the child's until it has exited
 	if stderr.Len() > 0 {
 		tb.Logf("sidecar log:\n%s", stderr.String())
 	}
-	const clkTck = 100 // USER_HZ on Linux
-	cpu := float64(ticks1-ticks0) / clkTck / t1.Sub(t0).Seconds() * 100
-	return cpu, float64(rss) / 1024, float64(n1-n0) / t1.Sub(t0).Seconds()
+	return percentOfCore(cpu1-cpu0, t1.Sub(t0)), float64(rss) / 1024, float64(n1-n0) / t1.Sub(t0).Seconds()
 }
 
-// cpuTicks is utime+stime of pid from /proc/pid/stat.
-func cpuTicks(tb testing.TB, pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// cpuTime is the user+system CPU pid has used (demo.CPUTime).
+func cpuTime(tb testing.TB, pid int) time.Duration {
+	d, err := demo.CPUTime(pid)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	// Fields after the parenthesised command name; utime and stime are the
-	// 14th and 15th fields of the whole line.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return u + s
+	return d
 }
+
+// percentOfCore is CPU used over a wall-clock span, in % of one core.
+func percentOfCore(cpu, wall time.Duration) float64 { return 100 * cpu.Seconds() / wall.Seconds() }
 
 func rssKiB(tb testing.TB, pid int) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
