@@ -6,9 +6,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -353,20 +355,47 @@ func (s *Stack) LogTail(name string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// FreePort returns a TCP and UDP port on host that was free a moment ago.
+// FreePort returns a port on host, free for TCP and UDP a moment ago, for
+// a server about to start. It is drawn at random below the kernel's
+// ephemeral range (ip_local_port_range, 32768 and up by default), where the
+// kernel never hands out ports on its own: an outgoing connection or a :0
+// listener of another server cannot take it between this call and the
+// server's bind. A port is not handed out twice by one process.
 func FreePort(host string) (int, error) {
-	for range 20 {
-		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			return 0, err
+	lo, hi := portRange()
+	for range 1000 {
+		p := lo + mrand.IntN(hi-lo)
+		if _, taken := handedOut.LoadOrStore(p, true); taken {
+			continue
 		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", net.JoinHostPort(host, fmt.Sprint(port)))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port, nil
+		addr := net.JoinHostPort(host, strconv.Itoa(p))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		u, err := net.ListenPacket("udp", addr)
+		l.Close()
+		if err != nil {
+			continue
+		}
+		u.Close()
+		return p, nil
+	}
+	return 0, fmt.Errorf("no free port on %s below the ephemeral range", host)
+}
+
+var handedOut sync.Map
+
+// portRange is [lo, hi): from 20000 up to the start of the kernel's
+// ephemeral port range (or 32768 if it cannot be read).
+func portRange() (int, int) {
+	hi := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 21000 {
+				hi = n
+			}
 		}
 	}
-	return 0, errors.New("no free port")
+	return 20000, hi
 }

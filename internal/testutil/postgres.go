@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -16,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/healthswitch/healthswitch/internal/demo"
 )
 
 // StartPostgres starts a throwaway PostgreSQL server from the machine's own
@@ -212,49 +212,13 @@ func pgMajor(p string) float64 {
 }
 
 // FreePort returns a port on 127.0.0.1, free for TCP and UDP a moment ago,
-// for a server a test starts. It is drawn at random below the kernel's
-// ephemeral range (ip_local_port_range, 32768 and up here), where the
-// kernel never hands out ports on its own: outgoing connections and :0
-// listeners of the many servers tests run at once cannot take it between
-// this call and the server's bind. A port is not handed out twice by one
-// test process.
+// for a server a test starts: demo.FreePort, drawn below the kernel's
+// ephemeral range so that no outgoing connection takes it meanwhile.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	lo, hi := portRange()
-	for range 1000 {
-		p := lo + rand.IntN(hi-lo)
-		if _, taken := handedOut.LoadOrStore(p, true); taken {
-			continue
-		}
-		addr := fmt.Sprintf("127.0.0.1:%d", p)
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		u, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err != nil {
-			continue
-		}
-		u.Close()
-		return p
+	p, err := demo.FreePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port found below the ephemeral range")
-	return 0
-}
-
-var handedOut sync.Map
-
-// portRange is [lo, hi): from 20000 up to the start of the kernel's
-// ephemeral port range (or 32768 if it cannot be read).
-func portRange() (int, int) {
-	hi := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if n, err := strconv.Atoi(f[0]); err == nil && n > 21000 {
-				hi = n
-			}
-		}
-	}
-	return 20000, hi
+	return p
 }
