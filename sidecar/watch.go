@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -158,6 +159,22 @@ func drain(ch <-chan struct{}) {
 	case <-ch:
 	default:
 	}
+}
+
+// untilToken returns a context that ends with ctx, or as soon as ch yields
+// a token (which it takes), and says afterwards whether the token ended it.
+func untilToken(ctx context.Context, ch <-chan struct{}) (_ context.Context, took func() bool, cancel context.CancelFunc) {
+	tctx, cancel := context.WithCancel(ctx)
+	var got atomic.Bool
+	go func() {
+		select {
+		case <-ch:
+			got.Store(true)
+			cancel()
+		case <-tctx.Done():
+		}
+	}()
+	return tctx, got.Load, cancel
 }
 
 // errCannotWatch marks the errors of a source that cannot start here.

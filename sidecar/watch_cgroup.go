@@ -70,13 +70,22 @@ func watchInotify(ctx context.Context, c *Check, what string, open func() (*os.F
 	}
 }
 
-// inotifyCgroup opens an inotify descriptor watching the cgroup's files.
-func inotifyCgroup(dir string) (*os.File, error) {
+// newInotify opens a non-blocking inotify descriptor, as a file for
+// readFD and as the fd to add watches to.
+func newInotify() (*os.File, int, error) {
 	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
 	if err != nil {
-		return nil, fmt.Errorf("%w: inotify_init: %w", errCannotWatch, err)
+		return nil, 0, fmt.Errorf("%w: inotify_init: %w", errCannotWatch, err)
 	}
-	f := os.NewFile(uintptr(fd), "inotify")
+	return os.NewFile(uintptr(fd), "inotify"), fd, nil
+}
+
+// inotifyCgroup opens an inotify descriptor watching the cgroup's files.
+func inotifyCgroup(dir string) (*os.File, error) {
+	f, fd, err := newInotify()
+	if err != nil {
+		return nil, err
+	}
 	if _, err := unix.InotifyAddWatch(fd, filepath.Join(dir, "cgroup.events"), unix.IN_MODIFY); err != nil {
 		f.Close()
 		if _, derr := os.Stat(dir); derr == nil {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -51,11 +50,10 @@ func watchLockFile(ctx context.Context, c *Check, wake func()) error {
 // inotifyDir opens an inotify descriptor on the entries of dir: writes,
 // and entries created, removed or moved in or out.
 func inotifyDir(dir string) (*os.File, error) {
-	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	f, fd, err := newInotify()
 	if err != nil {
-		return nil, fmt.Errorf("%w: inotify_init: %w", errCannotWatch, err)
+		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), "inotify")
 	const mask = unix.IN_MODIFY | unix.IN_CLOSE_WRITE | unix.IN_CREATE | unix.IN_DELETE | unix.IN_MOVED_TO | unix.IN_MOVED_FROM | unix.IN_ONLYDIR
 	if _, err := unix.InotifyAddWatch(fd, dir, mask); err != nil {
 		f.Close()
@@ -175,25 +173,17 @@ func watchParked(ctx context.Context, c *Check, wake func()) error {
 // (goingDown) then reports the fault without waiting for the check's.
 func parked(ctx context.Context, c *Check, cfg *pgx.ConnConfig, channel string, conn *pgx.Conn) (*pgx.Conn, error) {
 	for {
-		wctx, cancel := context.WithCancel(ctx)
-		var letGo atomic.Bool
-		go func() {
-			select {
-			case <-c.Postgres.fresh:
-			case <-c.Postgres.stopping:
-				letGo.Store(true)
-			case <-wctx.Done():
-			}
-			cancel()
-		}()
+		fctx, _, cancelFresh := untilToken(ctx, c.Postgres.fresh)
+		wctx, letGo, cancel := untilToken(fctx, c.Postgres.stopping)
 		_, err := conn.WaitForNotification(wctx)
 		cancel()
+		cancelFresh()
 		// Only a wait that ended on our cancel: one that ended on the
 		// server's word at the same moment is the event.
 		if ctx.Err() != nil || !errors.Is(err, context.Canceled) {
 			return conn, err
 		}
-		if letGo.Load() {
+		if letGo() {
 			return conn, errors.New("let go: the server is shutting down (" + lockFile + ")")
 		}
 		// Cancelled by us: pgx leaves the connection open on a cancelled

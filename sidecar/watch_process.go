@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -132,23 +131,14 @@ func watchPID(ctx context.Context, c *Check, t *procTarget, wake func()) error {
 
 // waitPidfdOr is waitPidfd that also ends, true, on a token of recheck.
 func waitPidfdOr(ctx context.Context, fd int, recheck <-chan struct{}) (bool, error) {
-	wctx, cancel := context.WithCancel(ctx)
+	wctx, rechecked, cancel := untilToken(ctx, recheck)
 	defer cancel()
-	var told atomic.Bool
-	go func() {
-		select {
-		case <-recheck:
-			told.Store(true)
-			cancel()
-		case <-wctx.Done():
-		}
-	}()
 	err := waitPidfd(wctx, fd)
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
-	if wctx.Err() != nil {
-		return told.Load(), nil
+	if rechecked() {
+		return true, nil
 	}
 	return false, err
 }
