@@ -41,6 +41,10 @@ type Config struct {
 	Listen    string   `yaml:"listen"`
 	Checks    []*Check `yaml:"checks"`
 
+	// RealtimePriority runs the sidecar's threads under SCHED_FIFO at this
+	// priority (1-99); 0, the default, leaves them at the normal policy.
+	RealtimePriority int `yaml:"realtime_priority"`
+
 	Ingress []*IngressAction `yaml:"ingress"` // told to stop/resume by POST /v1/distribution
 
 	Key  []byte   `yaml:"-"`
@@ -124,6 +128,9 @@ func (cfg *Config) validate(dir string) error {
 	}
 	if err := checkListen(cfg.Listen); err != nil {
 		return err
+	}
+	if cfg.RealtimePriority < 0 || cfg.RealtimePriority > MaxRealtimePriority {
+		return fmt.Errorf("realtime_priority %d: a SCHED_FIFO priority is 1 to %d (0: the normal scheduler)", cfg.RealtimePriority, MaxRealtimePriority)
 	}
 	if len(cfg.Checks) == 0 {
 		return errors.New("checks: at least one check is required")

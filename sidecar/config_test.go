@@ -19,6 +19,7 @@ func TestLoadInvalid(t *testing.T) {
 		"bad-exec-command-string.yaml":        "cannot unmarshal !!str `test -e...` into []string",
 		"bad-exec-no-command.yaml":            `checks[0] (ready): exec: command: required`,
 		"bad-heartbeat.yaml":                  `heartbeat: -1s must be positive`,
+		"bad-realtime-priority.yaml":          `realtime_priority 100: a SCHED_FIFO priority is 1 to 99 (0: the normal scheduler)`,
 		"bad-http-url.yaml":                   `checks[0] (web): http: url "127.0.0.1:8080/healthz": not an http:// or https:// URL`,
 		"bad-interval.yaml":                   `interval: "100" is not a duration`,
 		"bad-missing-key-file.yaml":           `key_file: key file: open testdata/no-such.key: no such file or directory`,

@@ -24,6 +24,7 @@ type metrics struct {
 	checkWatched     *prometheus.GaugeVec     // check: 1 event source running, 0 polling only
 	watchFallbacks   *prometheus.CounterVec   // check: event sources that could not start
 	checkWakes       *prometheus.CounterVec   // check: events that ran the check at once
+	realtime         prometheus.Gauge         // the SCHED_FIFO priority in force, 0: normal
 }
 
 // Push results, the values of the pushes_total result label.
@@ -66,6 +67,8 @@ func newMetrics(reg *prometheus.Registry, version string) *metrics {
 			Help: "1 while the check's event source runs beside polling, 0 when it is polled only."}, []string{"check"}),
 		watchFallbacks: f.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "watch_fallbacks_total",
 			Help: "Event sources that could not start (or stopped), leaving the check polled only."}, []string{"check"}),
+		realtime: f.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "realtime_priority",
+			Help: "The SCHED_FIFO priority the sidecar's threads run at (realtime_priority); 0: the normal policy, also when the priority asked for could not be had."}),
 		checkWakes: f.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "check_wakes_total",
 			Help: "Events of a check's source that ran it at once."}, []string{"check"}),
 	}

@@ -88,7 +88,7 @@ func (s *IPTablesSpec) version(ctx context.Context) (string, error) {
 	if s.backend != "" {
 		return s.backend, nil
 	}
-	out, err := exec.CommandContext(ctx, iptablesProgram(s.Command), "-V").CombinedOutput()
+	out, err := combinedOutput(exec.CommandContext(ctx, iptablesProgram(s.Command), "-V"))
 	if err != nil {
 		return "", fmt.Errorf("%s -V: %w", iptablesProgram(s.Command), err)
 	}

@@ -17,6 +17,9 @@ type Status struct {
 	Checks   []CheckStatus  `json:"checks"`
 	Targets  []TargetStatus `json:"targets"`
 	Ingress  *IngressStatus `json:"ingress,omitempty"`
+	// Scheduling is the process's real-time priority, when one is asked
+	// for or in force (realtime_priority).
+	Scheduling *SchedStatus `json:"scheduling,omitempty"`
 }
 
 // CheckStatus is one check in /status: the debounced state and the last run.
@@ -60,6 +63,7 @@ func (s *Sidecar) Status() Status {
 		st.Targets = append(st.Targets, t.status())
 	}
 	st.Ingress = s.dist.status()
+	st.Scheduling = schedStatus()
 	return st
 }
 

@@ -244,6 +244,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	s.serve(ln, s.gen.cfg.Listen)
 	s.runCtx = ctx
+	s.schedule(s.gen.cfg.RealtimePriority)
 	s.gen.start(ctx, false)
 	s.log.Info("sidecar started", "cluster", s.gen.cfg.Cluster, "checks", len(s.gen.runners),
 		"report_to", s.gen.cfg.shownTargets(), "listen", ln.Addr().String(), "boot_id", s.bootID, "version", Version)
@@ -260,6 +261,28 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	s.log.Info("sidecar stopped")
 	return nil
+}
+
+// schedule puts the process under realtime_priority prio (0: the normal
+// policy). One that cannot be had leaves the sidecar at the normal policy,
+// running: said in the log, in /status (scheduling) and in the metric
+// realtime_priority, which is the priority in force.
+func (s *Sidecar) schedule(prio int) {
+	changed, err := setRealtime(prio)
+	if !changed {
+		return
+	}
+	switch {
+	case err != nil:
+		s.m.realtime.Set(0)
+		s.log.Warn("running at the normal priority", "err", err)
+	case prio != 0:
+		s.m.realtime.Set(float64(prio))
+		s.log.Info("running at real-time priority", "policy", "SCHED_FIFO", "priority", prio)
+	default:
+		s.m.realtime.Set(0)
+		s.log.Info("running at the normal priority")
+	}
 }
 
 // Reload switches to cfg. On an error (the new listen address cannot be
@@ -281,6 +304,7 @@ func (s *Sidecar) Reload(cfg *Config) error {
 	}
 	old := s.gen
 	old.stop()
+	s.schedule(cfg.RealtimePriority)
 	s.gen = s.newGeneration(cfg, old)
 	s.forgetRemoved(old, s.gen)
 	s.gen.start(s.runCtx, true)

@@ -79,7 +79,7 @@ func startInTree(argv []string, out *os.File) (*exec.Cmd, *tree, error) {
 	}
 	if dir, fd, ok := newRunCgroup(); ok {
 		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
-		err := cmd.Start()
+		err := startNormal(cmd)
 		syscall.Close(fd)
 		if err == nil {
 			return cmd, started.add(cmd, dir), nil
@@ -90,14 +90,14 @@ func startInTree(argv []string, out *os.File) (*exec.Cmd, *tree, error) {
 		// it). One try without tells which.
 		cmd = command(argv, out)
 		becomeSubreaper()
-		if err := cmd.Start(); err != nil {
+		if err := startNormal(cmd); err != nil {
 			return nil, nil, err
 		}
 		cgroupsOff.Store(true) // it was the cgroup: from now on, the subreaper way
 		return cmd, started.add(cmd, ""), nil
 	}
 	becomeSubreaper()
-	if err := cmd.Start(); err != nil {
+	if err := startNormal(cmd); err != nil {
 		return nil, nil, err
 	}
 	return cmd, started.add(cmd, ""), nil

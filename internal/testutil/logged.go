@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
 	"testing"
 )
@@ -20,6 +21,30 @@ func StartLogged(t testing.TB, name string, cmd *exec.Cmd) {
 		cmd.Wait()
 		if t.Failed() {
 			t.Logf("%s output:\n%s", name, log.String())
+		}
+	})
+}
+
+// StartLoggedFile is StartLogged with the output going to the file path,
+// which the test can read while the command runs.
+func StartLoggedFile(t testing.TB, name string, cmd *exec.Cmd, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	err = cmd.Start()
+	f.Close() // the child has its own
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(path)
+			t.Logf("%s output:\n%s", name, b)
 		}
 	})
 }
