@@ -266,24 +266,30 @@ const pushCostSeconds = 5
 // dnsperf output readers) to CPU 1, away from the server and dnsperf on
 // CPU 0; threads the runtime starts later inherit it. restore puts back the
 // CPUs the process had. Without taskset or a second CPU it does nothing.
-func pinBench() (restore func(), err error) {
+func pinBench() (restore func(), err error) { return pinProcess(os.Getpid(), 1) }
+
+// pinProcess moves every thread of pid to cpu (taskset -a); threads it
+// starts later inherit it. restore puts back the CPUs it had. Without
+// taskset or a second CPU it does nothing.
+func pinProcess(pid, cpu int) (restore func(), err error) {
 	if _, err := exec.LookPath("taskset"); err != nil || cpus() < 2 {
 		return func() {}, nil
 	}
-	pid := strconv.Itoa(os.Getpid())
-	out, err := exec.Command("taskset", "-p", pid).Output()
+	p := strconv.Itoa(pid)
+	out, err := exec.Command("taskset", "-p", p).Output()
 	if err != nil {
-		return nil, fmt.Errorf("taskset -p: %v", err)
+		return nil, fmt.Errorf("taskset -p %s: %v", p, err)
 	}
 	f := strings.Fields(string(out)) // "pid N's current affinity mask: 3"
 	if len(f) == 0 {
-		return nil, fmt.Errorf("taskset -p: %q", out)
+		return nil, fmt.Errorf("taskset -p %s: %q", p, out)
 	}
 	mask := f[len(f)-1]
-	if out, err := exec.Command("taskset", "-a", "-p", "-c", "1", pid).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("taskset -a -p -c 1: %v: %s", err, out)
+	c := strconv.Itoa(cpu)
+	if out, err := exec.Command("taskset", "-a", "-p", "-c", c, p).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("taskset -a -p -c %s %s: %v: %s", c, p, err, out)
 	}
-	return func() { exec.Command("taskset", "-a", "-p", mask, pid).Run() }, nil
+	return func() { exec.Command("taskset", "-a", "-p", mask, p).Run() }, nil
 }
 
 func hostsCorefile(port int, hostsFile string) string {

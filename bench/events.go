@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -46,15 +48,16 @@ const (
 // laneSources are the event sources measured, in order, and laneMakers
 // their lanes.
 var (
-	laneSources = []string{"process", "cgroup", "http", "postgres", "postgres-fast", "postgres-lockfile", "postgres-fast-lockfile", "nftables", "vm", "pods"}
+	laneSources = []string{"process", "cgroup", "http", "postgres", "postgres-fast", "postgres-lockfile", "postgres-fast-lockfile", "postgres-host", "postgres-fast-host", "postgres-fast-host-normal", "nftables", "vm", "pods"}
 	laneMakers  = map[string]func(string, string) (*lane, error){"process": processLane, "cgroup": cgroupLane, "http": httpLane,
-		"postgres":          func(_, mode string) (*lane, error) { return pgLane("postgres", mode, syscall.SIGQUIT, false) },
-		"postgres-fast":     func(_, mode string) (*lane, error) { return pgLane("postgres-fast", mode, syscall.SIGINT, false) },
-		"postgres-lockfile": func(_, mode string) (*lane, error) { return pgLane("postgres-lockfile", mode, syscall.SIGQUIT, true) },
-		"postgres-fast-lockfile": func(_, mode string) (*lane, error) {
-			return pgLane("postgres-fast-lockfile", mode, syscall.SIGINT, true)
-		},
-		"nftables": nftLane, "vm": vmLane, "pods": criLane}
+		"postgres":                  pgMaker("postgres", syscall.SIGQUIT, false, 0),
+		"postgres-fast":             pgMaker("postgres-fast", syscall.SIGINT, false, 0),
+		"postgres-lockfile":         pgMaker("postgres-lockfile", syscall.SIGQUIT, true, 0),
+		"postgres-fast-lockfile":    pgMaker("postgres-fast-lockfile", syscall.SIGINT, true, 0),
+		"postgres-host":             pgMaker("postgres-host", syscall.SIGQUIT, true, hostRealtime),
+		"postgres-fast-host":        pgMaker("postgres-fast-host", syscall.SIGINT, true, hostRealtime),
+		"postgres-fast-host-normal": pgMaker("postgres-fast-host-normal", syscall.SIGINT, true, hostNormal),
+		"nftables":                  nftLane, "vm": vmLane, "pods": criLane}
 )
 
 // eventSources limits the events section to these sources (the -sources
@@ -99,8 +102,21 @@ type lane struct {
 	setup               func() error
 	inject, restore     func() error
 	close               func()
-	res                 EventsResult
+	// host, when not 0, lays the lane out as two hosts: the cluster side
+	// (what the fault hits, and the sidecar) on CPU 1, the DNS side
+	// (coredns and this process, the client) on CPU 0; the sidecar's
+	// realtime_priority is host, or the normal policy for hostNormal.
+	host int
+	res  EventsResult
 }
+
+// Two hosts on one machine: the CPUs of the cluster side and the DNS side
+// of a host lane, and the sidecar's real-time priority there.
+const (
+	clusterCPU, dnsCPU = 1, 0
+	hostRealtime       = 10
+	hostNormal         = -1 // two hosts, the sidecar at the normal policy
+)
 
 func (b *bencher) events(ctx context.Context) []EventsResult {
 	dir := b.subdir("events")
@@ -275,12 +291,19 @@ func httpLane(_ string, mode string) (*lane, error) {
 		setup: start, inject: d.kill, restore: start, close: func() { d.kill() }}, nil
 }
 
+// pgMaker is the lane maker of pgLane with these arguments.
+func pgMaker(source string, sig syscall.Signal, lockFile bool, host int) func(string, string) (*lane, error) {
+	return func(_, mode string) (*lane, error) { return pgLane(source, mode, sig, lockFile, host) }
+}
+
 // pgLane: PostgreSQL's postmaster sent SIGQUIT (what pg_ctl stop -m
 // immediate sends, without forking pg_ctl inside the measurement) or SIGINT
 // (pg_ctl stop -m fast); started again with pg_ctl. With lockFile, the
 // check has the server's data_dir and watches its postmaster.pid beside the
-// parked connection.
-func pgLane(source, mode string, sig syscall.Signal, lockFile bool) (*lane, error) {
+// parked connection. With host, the lane is laid out as two hosts
+// (lane.host): the server's processes are moved to the cluster side's CPU
+// each time it starts.
+func pgLane(source, mode string, sig syscall.Signal, lockFile bool, host int) (*lane, error) {
 	if testutil.PostgresBin() == "" {
 		return nil, errors.New("no PostgreSQL server binaries")
 	}
@@ -308,9 +331,27 @@ func pgLane(source, mode string, sig syscall.Signal, lockFile bool) (*lane, erro
 		spec += ", data_dir: " + pg.DataDir()
 		fault += "; the check watches postmaster.pid (data_dir)"
 	}
-	return &lane{source: source, mode: mode, fault: fault,
+	start := pg.Start
+	if host != 0 {
+		prio := fmt.Sprintf("realtime_priority %d", host)
+		if host == hostNormal {
+			prio = "normal priority"
+		}
+		fault += fmt.Sprintf("; as two hosts: PostgreSQL and the sidecar (%s) on CPU %d, coredns and the client on CPU %d", prio, clusterCPU, dnsCPU)
+		start = func() error {
+			if err := pg.Start(); err != nil {
+				return err
+			}
+			pid, err := pg.PostmasterPID()
+			if err != nil {
+				return err
+			}
+			return pinTree(pid, clusterCPU)
+		}
+	}
+	return &lane{source: source, mode: mode, fault: fault, host: host,
 		check: fmt.Sprintf("{name: db, postgres: {%s}, %s}", spec, timing(mode)),
-		setup: pg.Start,
+		setup: start,
 		inject: func() error {
 			pid, err := pg.PostmasterPID()
 			if err != nil {
@@ -320,9 +361,37 @@ func pgLane(source, mode string, sig syscall.Signal, lockFile bool) (*lane, erro
 		},
 		restore: func() error {
 			pg.Stop(stop) // waits until the signal has taken it down; an error only says it is down already
-			return pg.Start()
+			return start()
 		},
 		close: func() { pg.Stop("immediate"); os.RemoveAll(pgdir) }}, nil
+}
+
+// pinTree moves pid, then its children, to cpu: children it forks later
+// inherit it from pid, those it forked before are found in /proc.
+func pinTree(pid, cpu int) error {
+	if _, err := pinProcess(pid, cpu); err != nil {
+		return err
+	}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, st := range stats {
+		b, err := os.ReadFile(st)
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])) // state, ppid, …
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			child, _ := strconv.Atoi(filepath.Base(filepath.Dir(st)))
+			if _, err := pinProcess(child, cpu); err != nil && !processGone(child) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func processGone(pid int) bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+	return err != nil
 }
 
 // nftLane: the ruleset of a network namespace of the lane's own flushed
@@ -527,15 +596,22 @@ func criLane(_, mode string) (*lane, error) {
 func (b *bencher) eventsRun(ctx context.Context, dir string, l *lane, deadline time.Time) (EventsResult, error) {
 	dnsPort, _ := demo.FreePort("127.0.0.1")
 	apiPort, _ := demo.FreePort("127.0.0.1")
+	cluster := demo.ClusterSpec{Name: laneClust(0), IPs: []string{laneIP(0)}, Checks: []string{l.check}}
+	l.res = EventsResult{Source: l.source, Mode: l.mode, Fault: l.fault}
+	if l.host > 0 {
+		prefix, remove, err := testutil.RealtimeCgroup(fmt.Sprintf("hs-%d-bench-rt", os.Getpid()), 100000)
+		if err != nil {
+			return l.result(), err
+		}
+		defer remove() // after the stack has stopped
+		cluster.SidecarTop = []string{fmt.Sprintf("realtime_priority: %d", l.host)}
+		cluster.SidecarPrefix = prefix
+	}
 	opt := demo.Options{Dir: dir, CoreDNS: b.coredns, Sidecar: b.sidecar,
 		DNS: fmt.Sprintf("127.0.0.1:%d", dnsPort), API: fmt.Sprintf("127.0.0.1:%d", apiPort),
-		Zones: []string{"bench.test"},
-		Clusters: []demo.ClusterSpec{
-			{Name: laneClust(0), IPs: []string{laneIP(0)}, Checks: []string{l.check}},
-			{Name: "spare", IPs: []string{spareIP()}},
-		},
-		Apps: []string{fmt.Sprintf("%s %s spare", laneName(0), laneClust(0))}}
-	l.res = EventsResult{Source: l.source, Mode: l.mode, Fault: l.fault}
+		Zones:    []string{"bench.test"},
+		Clusters: []demo.ClusterSpec{cluster, {Name: "spare", IPs: []string{spareIP()}}},
+		Apps:     []string{fmt.Sprintf("%s %s spare", laneName(0), laneClust(0))}}
 	st, err := demo.NewStack(opt)
 	if err != nil {
 		return l.result(), err
@@ -544,6 +620,16 @@ func (b *bencher) eventsRun(ctx context.Context, dir string, l *lane, deadline t
 		return l.result(), err
 	}
 	defer st.Stop()
+	if l.host != 0 {
+		if err := l.twoHosts(st); err != nil {
+			return l.result(), err
+		}
+		restore, err := pinProcess(os.Getpid(), dnsCPU)
+		if err != nil {
+			return l.result(), err
+		}
+		defer restore()
+	}
 	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	err = st.WaitStates(wctx, "up", laneClust(0))
 	cancel()
@@ -555,6 +641,34 @@ func (b *bencher) eventsRun(ctx context.Context, dir string, l *lane, deadline t
 		l.detected(laneClust(0), evs)
 	}
 	return l.result(), nil
+}
+
+// twoHosts moves coredns to the DNS side's CPU and the sidecar to the
+// cluster side's, and checks that the sidecar runs at real-time priority:
+// a lane that measured a sidecar at the normal priority says so.
+func (l *lane) twoHosts(st *demo.Stack) error {
+	if _, err := pinProcess(st.CoreDNS().Pid(), dnsCPU); err != nil {
+		return err
+	}
+	if _, err := pinProcess(st.Sidecar(laneClust(0)).Pid(), clusterCPU); err != nil {
+		return err
+	}
+	if l.host == hostNormal {
+		return nil
+	}
+	logName := "sidecar-" + laneClust(0)
+	for range 1000 {
+		tail := st.LogTail(logName, 20)
+		if strings.Contains(tail, "running at real-time priority") {
+			return nil
+		}
+		if strings.Contains(tail, "running at the normal priority") {
+			l.res.Note = "the sidecar ran at the normal priority (see its log)"
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return fmt.Errorf("the sidecar's log does not say its priority:\n%s", st.LogTail(logName, 20))
 }
 
 // result is the lane's figures from its samples.
@@ -629,7 +743,7 @@ func eventsMarkdown(b *strings.Builder, rs []EventsResult) {
 		return
 	}
 	b.WriteString("## Event-driven checks: fault → changed DNS answer per event source\n\n")
-	fmt.Fprintf(b, "The real bin/coredns and one bin/healthswitch-sidecar per lane; the DNS answer polled every %s over raw UDP (miekg/dns). Each fault at a random phase; *events* is the check with its event source on (`watch: on`) and a %s safety poll, *polling* the same check with `watch: off` every %s, both in the same run, one lane at a time (a source's two modes one after the other), each on a DNS server of its own with nothing of the other lanes running: a lane's repair (a PostgreSQL crash recovery) or a polled sidecar would load the machine while a fault is timed in milliseconds. fall 1, rise 1 everywhere (rise only affects recovery). *Detected* is to the start of the sidecar's failing run (`observed_at` of the DNS server's transition): a run that then waits on the server (the postgres check's query on a fast shutdown) counts its wait after it. Goal: p99 ≤ 10 ms.\n\n", eventsPollDNS, eventsSafety, eventsPolling)
+	fmt.Fprintf(b, "The real bin/coredns and one bin/healthswitch-sidecar per lane; the DNS answer polled every %s over raw UDP (miekg/dns). Each fault at a random phase; *events* is the check with its event source on (`watch: on`) and a %s safety poll, *polling* the same check with `watch: off` every %s, both in the same run, one lane at a time (a source's two modes one after the other), each on a DNS server of its own with nothing of the other lanes running: a lane's repair (a PostgreSQL crash recovery) or a polled sidecar would load the machine while a fault is timed in milliseconds. fall 1, rise 1 everywhere (rise only affects recovery). *Detected* is to the start of the sidecar's failing run (`observed_at` of the DNS server's transition): a run that then waits on the server (the postgres check's query on a fast shutdown) counts its wait after it. The *-host* lanes lay the machine out as two hosts (taskset): the cluster side (PostgreSQL, its sidecar) on CPU %d, the DNS side (coredns, this client) on CPU %d; their sidecar runs at `realtime_priority: %d` (SCHED_FIFO, in a cgroup with a real-time budget where cgroup v1 asks for one), except in *-host-normal*. The other lanes share both CPUs among all. Goal: p99 ≤ 10 ms.\n\n", eventsPollDNS, eventsSafety, eventsPolling, clusterCPU, dnsCPU, hostRealtime)
 	b.WriteString("| source | mode | faults | p50 | p95 | p99 | max | p50 vs polling | p99 vs polling | detected p50 / p99 | fault |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	base := map[string]EventsResult{}
 	for _, r := range rs {

@@ -81,7 +81,7 @@ func main() {
 	out := flag.String("out", "bench", "where results.md and results.json go")
 	only := flag.String("only", "", "comma-separated sections to run (failover,dns,ingest,sidecar,scale,events); empty: all")
 	flag.IntVar(&eventsFaults, "faults", eventsFaults, "with events: faults per lane, 1..120")
-	flag.StringVar(&eventSources, "sources", "", "with events: comma-separated event sources to run (process,cgroup,http,postgres,postgres-fast,postgres-lockfile,postgres-fast-lockfile,nftables,vm,pods); empty: all")
+	flag.StringVar(&eventSources, "sources", "", "with events: comma-separated event sources to run ("+strings.Join(laneSources, ",")+"); empty: all")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 	if eventsFaults < 1 || eventsFaults > 120 {

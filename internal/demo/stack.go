@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +32,12 @@ type ClusterSpec struct {
 	// SidecarListen is the sidecar's own status address; "" picks a free
 	// port on 127.0.0.1.
 	SidecarListen string
+	// SidecarTop are more top-level lines of its sidecar config
+	// ("realtime_priority: 10").
+	SidecarTop []string
+	// SidecarPrefix is an argv the sidecar is started under (a shell that
+	// moves itself into a cgroup, then runs exec of it).
+	SidecarPrefix []string
 }
 
 // Options describe a stack. Zero durations and counts take the sidecar's
@@ -168,6 +175,9 @@ func (s *Stack) sidecarConfig(c ClusterSpec, listen string) string {
 	if o.Heartbeat > 0 {
 		fmt.Fprintf(&b, "heartbeat: %s\n", o.Heartbeat)
 	}
+	for _, l := range c.SidecarTop {
+		fmt.Fprintf(&b, "%s\n", l)
+	}
 	if len(c.Checks) > 0 {
 		fmt.Fprintf(&b, "listen: %s\nchecks:\n  - %s\n", listen, strings.Join(c.Checks, "\n  - "))
 		return b.String()
@@ -263,7 +273,13 @@ func (s *Stack) StartSidecar(cluster string) error {
 		return err
 	}
 	defer f.Close()
-	p, err := StartProc("sidecar "+cluster, f, s.Opt.Sidecar, "-config", cfg)
+	var prefix []string
+	for _, c := range s.Opt.Clusters {
+		if c.Name == cluster {
+			prefix = c.SidecarPrefix
+		}
+	}
+	p, err := StartProc("sidecar "+cluster, f, append(slices.Clip(prefix), s.Opt.Sidecar, "-config", cfg)...)
 	if err != nil {
 		return err
 	}
