@@ -65,7 +65,7 @@ demo-heal: ## heal it again: make demo-heal CLUSTER=east
 demo-failover: $(BIN)/hs-demo ## scripted failure and recovery; prints the timeline and exits
 	@$(BIN)/hs-demo -bin $(BIN) failover
 
-bench: build ## run the benchmarks (about 20 min) and write bench/results.md, results.json and go-bench.txt
+bench: build ## run the benchmarks (about 25 min) and write bench/results.md, results.json and go-bench.txt
 	$(GO) run ./bench -bin $(BIN) -out bench
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 20m ./plugin/healthswitch ./report ./sidecar ./internal/store ./test \
 		| grep -E '^(goos|goarch|pkg|cpu|Benchmark|PASS|FAIL|ok)' | tee bench/go-bench.txt

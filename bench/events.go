@@ -41,7 +41,7 @@ const (
 	eventsSafety   = time.Second            // the watched checks' safety poll
 	eventsPolling  = 100 * time.Millisecond // the baseline's interval
 	eventsPollDNS  = time.Millisecond       // DNS polled this often while a fault is on
-	eventsBudget   = 10 * time.Minute
+	eventsBudget   = 15 * time.Minute
 	benchServerEnv = "HS_BENCH_HTTP_SERVER"
 )
 
