@@ -138,25 +138,33 @@ func (b *bencher) events(ctx context.Context) []EventsResult {
 // ones run every 100 ms) would load the machine while a fault is timed in
 // milliseconds.
 func (b *bencher) eventsLane(ctx context.Context, dir, source, mode string, deadline time.Time) []EventsResult {
+	// A lane that cannot run still has its row, saying why: a table
+	// without it would read as if the source had not been asked for.
+	failed := func(what string, err error) []EventsResult {
+		log.Printf("events %s/%s: %s%v", source, mode, what, err)
+		first, _, _ := strings.Cut(err.Error(), "\n")
+		return []EventsResult{{Source: source, Mode: mode, Note: "not run: " + what + first}}
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		log.Printf("events %s/%s: %v", source, mode, err)
-		return nil
+		return failed("", err)
 	}
 	l, err := laneMakers[source](dir, mode)
 	if err != nil {
-		log.Printf("events: %v", err)
-		return nil
+		return failed("", err)
 	}
 	if l.close != nil {
 		defer l.close()
 	}
 	if err := l.setup(); err != nil {
-		log.Printf("events %s/%s: setup: %v", source, mode, err)
-		return nil
+		return failed("setup: ", err)
 	}
 	res, err := b.eventsRun(ctx, dir, l, deadline)
 	if err != nil {
 		log.Printf("events %s/%s: %v", source, mode, err)
+		if res.Note == "" {
+			first, _, _ := strings.Cut(err.Error(), "\n")
+			res.Note = first
+		}
 	}
 	return []EventsResult{res}
 }
@@ -757,8 +765,13 @@ func eventsMarkdown(b *strings.Builder, rs []EventsResult) {
 		if r.Timeouts > 0 {
 			note += fmt.Sprintf("; %d not seen within 3 s", r.Timeouts)
 		}
-		if r.Note != "" {
-			note += "; " + r.Note
+		if r.Note != "" && note != "" {
+			note += "; "
+		}
+		note += r.Note
+		if r.Faults == 0 {
+			fmt.Fprintf(b, "| %s | %s | 0 | - | - | - | - | - | - | - | %s |\n", r.Source, r.Mode, note)
+			continue
 		}
 		fmt.Fprintf(b, "| %s | %s | %d | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %s | %s | %.1f / %.1f ms | %s |\n", r.Source, r.Mode, r.Faults,
 			r.Client.P50, r.P95, r.Client.P99, r.Client.Max, ratio(r.Client.P50, p.Client.P50), ratio(r.Client.P99, p.Client.P99),

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -89,6 +90,9 @@ func (d *Libvirtd) start() error {
 	d.log = &bytes.Buffer{}
 	d.cmd = exec.Command("/usr/sbin/libvirtd", "--config", filepath.Join(d.dir, "libvirtd.conf"), "--pid-file", filepath.Join(d.dir, "pid"))
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	// A test process killed before its cleanup must not leave a daemon
+	// behind: the next one's would not start.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := d.cmd.Start(); err != nil {
 		return err
 	}
