@@ -43,6 +43,13 @@ type SchedStatus struct {
 	Error    string `json:"error,omitempty"`    // why not
 }
 
+// realtimeInForce is the SCHED_FIFO priority every thread has; 0: normal.
+func realtimeInForce() int {
+	schedState.mu.RLock()
+	defer schedState.mu.RUnlock()
+	return schedState.have
+}
+
 func schedStatus() *SchedStatus {
 	schedState.mu.RLock()
 	defer schedState.mu.RUnlock()

@@ -269,18 +269,14 @@ func (s *Sidecar) Run(ctx context.Context) error {
 // realtime_priority, which is the priority in force.
 func (s *Sidecar) schedule(prio int) {
 	changed, err := setRealtime(prio)
-	if !changed {
-		return
-	}
+	s.m.realtime.Set(float64(realtimeInForce()))
 	switch {
+	case !changed:
 	case err != nil:
-		s.m.realtime.Set(0)
 		s.log.Warn("running at the normal priority", "err", err)
 	case prio != 0:
-		s.m.realtime.Set(float64(prio))
 		s.log.Info("running at real-time priority", "policy", "SCHED_FIFO", "priority", prio)
 	default:
-		s.m.realtime.Set(0)
 		s.log.Info("running at the normal priority")
 	}
 }

@@ -69,7 +69,10 @@ func TestKeygen(t *testing.T) {
 }
 
 func TestCheckCommand(t *testing.T) {
-	head := "cluster: east\nkey_file: k.key\nreport_to: [http://127.0.0.1:1]\nchecks:\n"
+	// A 2 s interval (timeout 1.6 s): the test reads the command's table and
+	// exit code, and an exec run under a loaded make test (race detector,
+	// other packages) once took 500 ms, past the default 80 ms timeout.
+	head := "cluster: east\nkey_file: k.key\nreport_to: [http://127.0.0.1:1]\ninterval: 2s\nchecks:\n"
 	tests := []struct {
 		name   string
 		checks string
