@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/healthswitch/healthswitch/internal/demo"
 	"github.com/healthswitch/healthswitch/internal/testutil"
 )
 
@@ -39,8 +40,8 @@ func getSidecarStatus(listen string) (sidecarStatus, error) {
 	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 
-// threadPolicies is "rt_priority policy" of every thread of pid, from
-// /proc/PID/task/TID/stat (fields 40 and 41), by thread id.
+// threadPolicies is "rt_priority policy" of every thread of pid, by
+// thread id.
 func threadPolicies(t *testing.T, pid int) map[string]string {
 	t.Helper()
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
@@ -49,20 +50,24 @@ func threadPolicies(t *testing.T, pid int) map[string]string {
 	}
 	out := map[string]string{}
 	for _, task := range tasks {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
-		if err != nil {
-			continue // it exited
+		if pol, err := threadPolicy(pid, task.Name()); err == nil { // else it exited
+			out[task.Name()] = pol
 		}
-		out[task.Name()] = statPolicy(string(b))
 	}
 	return out
 }
 
-// statPolicy is "rt_priority policy" from a /proc stat line; the fields
-// are counted after the command name, which may hold spaces.
-func statPolicy(stat string) string {
-	f := strings.Fields(stat[strings.LastIndexByte(stat, ')')+2:])
-	return f[37] + " " + f[38] // fields 40 and 41, the first here being field 3
+// threadPolicy is "rt_priority policy" of one thread, fields 40 and 41 of
+// its /proc stat line.
+func threadPolicy(pid int, tid string) (string, error) {
+	f, err := demo.StatFields(fmt.Sprintf("/proc/%d/task/%s/stat", pid, tid))
+	if err != nil {
+		return "", err
+	}
+	if len(f) < 39 {
+		return "", fmt.Errorf("thread %s: %d stat fields", tid, len(f))
+	}
+	return f[37] + " " + f[38], nil // the first field here is field 3
 }
 
 // realtimeConfig is a sidecar config at realtime priority prio, with one
@@ -122,8 +127,8 @@ func TestSidecarRealtimePriority(t *testing.T) {
 				continue
 			}
 			testutil.WaitFor(t, 2*time.Second, fmt.Sprintf("thread %s of the sidecar (rt_priority and policy %q) back at \"10 1\" (SCHED_FIFO 10)", tid, pol), func() bool {
-				b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, tid))
-				return err != nil || statPolicy(string(b)) == "10 1"
+				pol, err := threadPolicy(pid, tid)
+				return err != nil || pol == "10 1"
 			})
 		}
 		time.Sleep(10 * time.Millisecond) // sampling, not waiting for a condition

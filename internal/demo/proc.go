@@ -5,6 +5,7 @@
 package demo
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -89,6 +90,22 @@ func (p *Proc) signalAndWait(sig syscall.Signal, bound time.Duration) error {
 	return nil
 }
 
+// StatFields is the fields of a /proc stat file (/proc/PID/stat, or a
+// thread's /proc/PID/task/TID/stat) after the command name, which is in
+// parentheses and may hold spaces: the first is the state (field 3 of
+// proc(5)), the second the parent's pid.
+func StatFields(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	j := bytes.LastIndexByte(b, ')')
+	if j < 0 {
+		return nil, fmt.Errorf("%s: unexpected /proc stat format", path)
+	}
+	return strings.Fields(string(b[j+1:])), nil
+}
+
 // CPUTime is the user+system CPU the process has used so far.
 func CPUTime(pid int) (time.Duration, error) { return statCPU(pid, 11) }
 
@@ -100,24 +117,17 @@ func ChildCPUTime(pid int) (time.Duration, error) { return statCPU(pid, 13) }
 // and the next counted from the field after the command name (utime 11,
 // cutime 13).
 func statCPU(pid, i int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := StatFields(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}
-	// Fields after the command name, which is in parentheses and may hold spaces.
-	s := string(b)
-	j := strings.LastIndexByte(s, ')')
-	if j < 0 {
-		return 0, errors.New("unexpected /proc stat format")
-	}
-	f := strings.Fields(s[j+1:])
 	if len(f) < i+2 {
 		return 0, errors.New("unexpected /proc stat format")
 	}
 	a, err1 := strconv.ParseInt(f[i], 10, 64)
 	c, err2 := strconv.ParseInt(f[i+1], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("unexpected /proc stat format: %q", b)
+		return 0, fmt.Errorf("unexpected /proc stat format: %q", f)
 	}
 	const clockTicks = 100 // USER_HZ on Linux
 	return time.Duration(a+c) * time.Second / clockTicks, nil
