@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -256,12 +255,7 @@ func cgroupLane(_ string, mode string) (*lane, error) {
 		restore: start,
 		close: func() {
 			os.WriteFile(filepath.Join(cg, "cgroup.kill"), []byte("1"), 0)
-			for range 100 {
-				if os.Remove(cg) == nil || errors.Is(os.Remove(cg), os.ErrNotExist) {
-					return
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			testutil.RemoveCgroup(cg, time.Second)
 		}}, nil
 }
 
@@ -382,11 +376,10 @@ func pinTree(pid, cpu int) error {
 	}
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
 	for _, st := range stats {
-		b, err := os.ReadFile(st)
+		f, err := demo.StatFields(st) // state, ppid, …
 		if err != nil {
 			continue
 		}
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])) // state, ppid, …
 		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
 			child, _ := strconv.Atoi(filepath.Base(filepath.Dir(st)))
 			if _, err := pinProcess(child, cpu); err != nil && !processGone(child) {

@@ -45,13 +45,9 @@ func makeCgroup(t testing.TB, root, what string) string {
 		if b, err := os.ReadFile(filepath.Join(dir, "cgroup.kill")); err == nil || len(b) > 0 {
 			os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
 		}
-		for range 200 {
-			if os.Remove(dir) == nil {
-				return
-			}
-			time.Sleep(10 * time.Millisecond) // rmdir fails while killed tasks are still exiting
+		if err := testutil.RemoveCgroup(dir, 2*time.Second); err != nil {
+			t.Errorf("cgroup %s not removed: %v", dir, err)
 		}
-		t.Errorf("cgroup %s not removed", dir)
 	})
 	return dir
 }

@@ -30,17 +30,27 @@ func RealtimeCgroup(name string, runtimeUS int) (prefix []string, remove func(),
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, nil, err
 	}
-	remove = func() {
-		for range 500 { // its processes may still be exiting
-			if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
+	remove = func() { RemoveCgroup(dir, 5*time.Second) }
 	if err := os.WriteFile(filepath.Join(dir, "cpu.rt_runtime_us"), []byte(strconv.Itoa(runtimeUS)), 0); err != nil {
 		remove()
 		return nil, nil, fmt.Errorf("real-time budget %d µs for %s: %w", runtimeUS, dir, err)
 	}
 	return []string{"/bin/sh", "-c", `echo $$ > "$0/cgroup.procs" && exec "$@"`, dir}, remove, nil
+}
+
+// RemoveCgroup removes the cgroup dir, trying again for up to within while
+// its killed processes are still exiting (rmdir fails with EBUSY until
+// they are gone). A cgroup already gone is removed.
+func RemoveCgroup(dir string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		err := os.Remove(dir)
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
