@@ -16,13 +16,7 @@ func StartLogged(t testing.TB, name string, cmd *exec.Cmd) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("%s output:\n%s", name, log.String())
-		}
-	})
+	stopAtCleanup(t, name, cmd, log.Bytes)
 }
 
 // StartLoggedFile is StartLogged with the output going to the file path,
@@ -39,12 +33,17 @@ func StartLoggedFile(t testing.TB, name string, cmd *exec.Cmd, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stopAtCleanup(t, name, cmd, func() []byte { b, _ := os.ReadFile(path); return b })
+}
+
+// stopAtCleanup kills cmd at cleanup, waits for it, and shows its output
+// when the test failed.
+func stopAtCleanup(t testing.TB, name string, cmd *exec.Cmd, output func() []byte) {
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
 		if t.Failed() {
-			b, _ := os.ReadFile(path)
-			t.Logf("%s output:\n%s", name, b)
+			t.Logf("%s output:\n%s", name, output())
 		}
 	})
 }
